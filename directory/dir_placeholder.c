@@ -1,0 +1,1 @@
+int dir_placeholder(void); int dir_placeholder(void) { return 0; }

@@ -1,0 +1,118 @@
+/* The directory's face: who the users are, what an address resolves to, who
+ * may send as whom. A const backend vtable (local SQLite today, LDAP later)
+ * sits behind it; expansion of aliases and lists (loops, depth, duplicates)
+ * is done once, here, for every backend. A temporary failure is never
+ * "unknown user": it stops the lookup and becomes 451 / [SYS/TEMP]. */
+#ifndef PR_DIRECTORY_H
+#define PR_DIRECTORY_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include "service/core/config.h"
+
+#define DIR_MAX_DEPTH 8        /* alias/list nesting */
+#define DIR_MAX_EXPANSION 5000 /* addresses one recipient may expand to */
+
+typedef struct dir_t dir_t;
+
+typedef enum {
+    DIR_KIND_MAILBOX = 1, /* a user with a mailbox */
+    DIR_KIND_ALIAS,       /* an address forwarding to targets */
+    DIR_KIND_LIST,        /* a mailing list with members */
+} dir_kind_e;
+
+/* One level of lookup, as a backend answers it. */
+typedef struct dir_entry_t {
+    dir_kind_e kind;
+    const char *address;       /* canonical address (lower case) */
+    apr_array_header_t *targets; /* const char*: alias targets or list members */
+} dir_entry_t;
+
+/* A fully expanded recipient. */
+typedef struct dir_result_t {
+    dir_kind_e kind;             /* what the address itself is */
+    const char *address;         /* canonical address */
+    apr_array_header_t *mailboxes; /* const char*: local users to deliver to (deduplicated) */
+    apr_array_header_t *external;  /* const char*: non-local addresses to relay to */
+} dir_result_t;
+
+typedef struct dir_user_t {
+    const char *address;
+    apr_off_t quota; /* -1: the default */
+    int enabled;
+} dir_user_t;
+
+/* The backend interface, in the manner of Postfix's DICT. All functions are
+ * called concurrently from many threads. Unknown: PR_ENOTFOUND. Backend
+ * unreachable: PR_ETEMPFAIL. */
+enum { DIR_CAP_WRITE = 1 };
+typedef struct dir_backend_t {
+    const char *name;
+    unsigned caps;
+    apr_status_t (*open)(void **ctx_r, const pr_config_t *cfg, apr_pool_t *pool);
+    void (*close)(void *ctx);
+    apr_status_t (*domain_is_local)(void *ctx, const char *domain);
+    apr_status_t (*lookup)(void *ctx, const char *address, dir_entry_t **e_r, apr_pool_t *pool);
+    /* login: address (or user name where configured). *user_r: canonical address. */
+    apr_status_t (*authenticate)(void *ctx, const char *login, const char *password,
+                                 const char **user_r, apr_pool_t *pool);
+    /* Admin writes (DIR_CAP_WRITE). */
+    apr_status_t (*domain_add)(void *ctx, const char *domain);
+    apr_status_t (*domain_del)(void *ctx, const char *domain);
+    apr_status_t (*domain_list)(void *ctx, apr_array_header_t **domains_r, apr_pool_t *pool);
+    apr_status_t (*user_add)(void *ctx, const char *address, const char *password);
+    apr_status_t (*user_set_password)(void *ctx, const char *address, const char *password);
+    apr_status_t (*user_del)(void *ctx, const char *address);
+    apr_status_t (*user_list)(void *ctx, apr_array_header_t **users_r /* dir_user_t */,
+                              apr_pool_t *pool);
+    apr_status_t (*alias_add)(void *ctx, const char *address, const char *const *targets, int n);
+    apr_status_t (*alias_del)(void *ctx, const char *address);
+    apr_status_t (*alias_list)(void *ctx, apr_array_header_t **aliases_r /* dir_entry_t* */,
+                               apr_pool_t *pool);
+    apr_status_t (*list_add)(void *ctx, const char *address);
+    apr_status_t (*list_del)(void *ctx, const char *address);
+    apr_status_t (*list_member_add)(void *ctx, const char *list, const char *member);
+    apr_status_t (*list_member_del)(void *ctx, const char *list, const char *member);
+    apr_status_t (*list_list)(void *ctx, apr_array_header_t **lists_r /* dir_entry_t* */,
+                              apr_pool_t *pool);
+} dir_backend_t;
+
+extern const dir_backend_t dir_local_backend;
+
+/* Open the backend named by [directory] backend ("local": data_dir/directory.db). */
+apr_status_t dir_open(dir_t **d_r, const pr_config_t *cfg, apr_pool_t *pool);
+/* SIGHUP: reopen the backend with new settings (cfg must outlive the directory). */
+apr_status_t dir_reload(dir_t *d, const pr_config_t *cfg);
+void dir_close(dir_t *d);
+const dir_backend_t *dir_backend(const dir_t *d);
+void *dir_backend_ctx(const dir_t *d);
+
+/* Lower-case and check an address "local@domain"; NULL if malformed. This is
+ * the one normalisation every lookup uses. */
+const char *dir_address_normalize(const char *address, apr_pool_t *pool);
+
+/* APR_SUCCESS: the domain is local ([server] domains or added with
+ * `postroom domain add`); PR_ENOTFOUND: not local; PR_ETEMPFAIL. */
+apr_status_t dir_domain_is_local(dir_t *d, const char *domain);
+
+/* Resolve and fully expand a local address. PR_ENOTFOUND: unknown;
+ * PR_ETEMPFAIL: try later; PR_ELOOP never (loops are cut and logged). */
+apr_status_t dir_resolve(dir_t *d, const char *address, dir_result_t **r_r, apr_pool_t *pool);
+
+/* Check a password. APR_SUCCESS and *user_r = canonical address; PR_EAUTH
+ * for unknown user or wrong password alike; PR_ETEMPFAIL. */
+apr_status_t dir_authenticate(dir_t *d, const char *login, const char *password,
+                              const char **user_r, apr_pool_t *pool);
+
+/* May authenticated user send with this address as envelope sender / From:?
+ * Yes for their own address, aliases that expand to them, and lists they are
+ * a member of. APR_SUCCESS, PR_EPERM, or PR_ETEMPFAIL. */
+apr_status_t dir_sender_allowed(dir_t *d, const char *user, const char *address,
+                                apr_pool_t *pool);
+
+/* Password hashing (scrypt via OpenSSL, PHC-like string "$scrypt$ln=..,r=..,p=..$salt$hash"). */
+apr_status_t dir_password_hash(const char **hash_r, const char *password, apr_pool_t *pool);
+/* APR_SUCCESS if it matches, PR_EAUTH if not; constant-time compare. */
+apr_status_t dir_password_verify(const char *hash, const char *password);
+
+#endif

@@ -1,0 +1,99 @@
+/* postroom.conf: one INI file read into one typed struct. Every key has a
+ * default; an unknown section or key, or a bad value, is an error naming the
+ * line. Value syntax: booleans yes/no; durations N[s|m|h|d] (bare = seconds);
+ * sizes N[k|m|g] (bare = bytes); lists comma-separated; empty = none. */
+#ifndef PR_CONFIG_H
+#define PR_CONFIG_H
+
+#include <apr_pools.h>
+#include <apr_time.h>
+#include "service/core/netaddr.h"
+
+typedef struct pr_strlist_t {
+    int n;
+    const char **v;
+} pr_strlist_t;
+
+typedef struct pr_endpoints_t {
+    int n;
+    pr_endpoint_t *v;
+} pr_endpoints_t;
+
+typedef struct pr_cidrs_t {
+    int n;
+    pr_cidr_t *v;
+} pr_cidrs_t;
+
+typedef enum { PR_LOG_DEBUG, PR_LOG_INFO, PR_LOG_WARN, PR_LOG_ERROR } pr_log_level_e;
+
+typedef struct pr_config_t {
+    const char *path; /* the file it was read from */
+
+    struct {
+        const char *hostname;        /* default: the machine's name */
+        pr_strlist_t domains;        /* local domains (lower-cased) */
+        const char *data_dir;        /* default: /var/lib/postroom */
+        const char *pidfile;         /* default: <data_dir>/postroomd.pid */
+        const char *log;             /* "stderr" (default), "syslog" or a file path */
+        pr_log_level_e log_level;    /* default info */
+        int max_connections;         /* default 2000 */
+        int max_connections_per_address; /* default 50 */
+        pr_cidrs_t limit_exempt_networks;  /* default none */
+        apr_time_t shutdown_grace;   /* default 60s: how long SIGTERM waits */
+    } server;
+
+    struct {
+        pr_endpoints_t listen;     /* MX, STARTTLS; default 0.0.0.0:25 */
+        pr_endpoints_t submission; /* STARTTLS + AUTH; default 0.0.0.0:587 */
+        pr_endpoints_t smtps;      /* implicit TLS + AUTH; default 0.0.0.0:465 */
+        apr_off_t max_message_size; /* default 25m */
+        int max_recipients;         /* default 100 */
+        pr_cidrs_t relay_networks;  /* default 127.0.0.0/8, ::1/128 */
+        int allow_plaintext_auth;   /* default no */
+        int vrfy;                   /* default no: 252 */
+        int expn;                   /* default no: 502 */
+        apr_time_t command_timeout; /* default 5m (RFC 5321 4.5.3.2.7) */
+        apr_time_t data_timeout;    /* default 3m (RFC 5321 4.5.3.2.6) */
+        int max_errors;             /* default 10: then 421 and close */
+    } smtp;
+
+    struct {
+        apr_off_t min_free_space;   /* default 0 = 1.5 x max_message_size */
+    } store;
+
+    struct {
+        const char *certificate; /* default empty: <data_dir>/tls/cert.pem, self-signed */
+        const char *key;         /* default empty: <data_dir>/tls/key.pem */
+        int min_version;         /* OpenSSL TLS1_x_VERSION; default TLS1_2_VERSION.
+                                    Values: TLSv1, TLSv1.0, TLSv1.1, TLSv1.2, TLSv1.3 */
+    } tls;
+
+    struct {
+        const char *backend; /* "local" (default) */
+    } directory;
+} pr_config_t;
+
+/* A config with every default filled in (data_dir etc. as documented). */
+void pr_config_defaults(pr_config_t *cfg, apr_pool_t *pool);
+
+/* Read a file over the defaults. On error returns PR_EINVAL and sets *err_r
+ * to one line: "FILE:LINE: reason" (e.g. "unknown key 'foo' in [smtp]"). */
+apr_status_t pr_config_load(pr_config_t **cfg_r, const char *path, const char **err_r,
+                            apr_pool_t *pool);
+
+/* Same from a string (tests, fuzzing); name is used in messages. */
+apr_status_t pr_config_parse_string(pr_config_t **cfg_r, const char *text, const char *name,
+                                    const char **err_r, apr_pool_t *pool);
+
+/* Value parsers, exposed for tests and other modules. Return PR_EINVAL on bad input. */
+apr_status_t pr_parse_bool(int *out, const char *text);
+apr_status_t pr_parse_duration(apr_time_t *out, const char *text);
+apr_status_t pr_parse_size(apr_off_t *out, const char *text);
+
+/* Derived: effective min free space (1.5 x max_message_size unless set). */
+apr_off_t pr_config_min_free_space(const pr_config_t *cfg);
+
+/* Is domain (any case) one of [server] domains? */
+int pr_config_is_local_domain(const pr_config_t *cfg, const char *domain);
+
+#endif

@@ -1,0 +1,1 @@
+int mime_placeholder(void); int mime_placeholder(void) { return 0; }

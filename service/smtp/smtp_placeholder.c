@@ -1,0 +1,1 @@
+int smtp_placeholder(void); int smtp_placeholder(void) { return 0; }

@@ -1,0 +1,130 @@
+/* The mailbox store's face: durable delivery (group commit), mailboxes with
+ * UIDVALIDITY/UIDNEXT, per-message UID, flags, internal date, size, modseq,
+ * chunked message streams, and the outbound queue. It hides its backend
+ * (SQLite today): no SQL or sqlite3 type crosses this header. Thread-safe:
+ * store_deliver may be called from any thread; each reader belongs to one
+ * thread at a time. */
+#ifndef PR_STORE_H
+#define PR_STORE_H
+
+#include <apr_pools.h>
+#include <apr_tables.h>
+#include <apr_time.h>
+
+typedef struct store_t store_t;
+
+typedef struct store_options_t {
+    const char *data_dir;          /* database and spool live here (created if missing) */
+    apr_size_t spool_memory_limit; /* bodies up to this stay in memory; 0 = 256 KiB */
+    int group_commit_max;          /* max deliveries per transaction; 0 = 256 */
+    int no_writer;                 /* 1 = no writer thread (CLI): writes are synchronous */
+} store_options_t;
+
+/* Open (create, migrate) the store and start its writer thread. */
+apr_status_t store_open(store_t **st_r, const store_options_t *opts, apr_pool_t *pool);
+/* Drain pending deliveries, stop the writer, close everything. Idempotent. */
+void store_close(store_t *st);
+
+/* PR_ENOSPACE when the file system holding data_dir has less than need bytes free. */
+apr_status_t store_check_space(store_t *st, apr_off_t need);
+
+/* ---- A body being received. Bounded memory: past spool_memory_limit it
+ * spills to a file under data_dir/spool, removed with the pool or on discard. */
+typedef struct store_body_t store_body_t;
+apr_status_t store_body_create(store_body_t **b_r, store_t *st, apr_pool_t *pool);
+apr_status_t store_body_append(store_body_t *b, const void *data, apr_size_t len);
+apr_off_t store_body_size(const store_body_t *b);
+/* Empty it again (RSET / refused message). */
+void store_body_reset(store_body_t *b);
+
+/* ---- Delivery: everything in one transaction, durable before return. */
+typedef struct store_local_rcpt_t {
+    const char *user;     /* mailbox owner: canonical address, lower case */
+    const char *folder;   /* NULL: "INBOX" */
+    const char *prefix;   /* per-delivery header lines (Return-Path, Received, ...) */
+    apr_size_t prefix_len;
+} store_local_rcpt_t;
+
+typedef struct store_delivery_t {
+    const char *sender;        /* envelope sender, "" for <> */
+    store_body_t *body;        /* stored once however many recipients */
+    int n_local;
+    const store_local_rcpt_t *local;
+    int n_remote;              /* recipients to relay: queued (outbound issue) */
+    const char *const *remote; /* their addresses */
+    const char *remote_prefix; /* header lines prepended for the relayed copy */
+    apr_size_t remote_prefix_len;
+} store_delivery_t;
+
+/* Blocks until the transaction holding the message is durable (fsynced).
+ * APR_SUCCESS: durable. PR_EIO: the commit failed, nothing was stored.
+ * On success *ids_r (may be NULL) gets the new message UID per local
+ * recipient (apr_uint32_t, same order). The body may be reused after return. */
+apr_status_t store_deliver(store_t *st, const store_delivery_t *d, apr_array_header_t **uids_r,
+                           apr_pool_t *pool);
+
+/* Counters for benchmarks and the console. */
+typedef struct store_stats_t {
+    apr_uint64_t deliveries; /* committed deliveries */
+    apr_uint64_t commits;    /* committed write transactions (each one WAL fsync) */
+} store_stats_t;
+void store_stats_get(store_t *st, store_stats_t *out);
+
+/* ---- Reading. A reader is a read connection; open one per session/thread. */
+typedef struct store_reader_t store_reader_t;
+apr_status_t store_reader_open(store_reader_t **r_r, store_t *st, apr_pool_t *pool);
+
+typedef struct store_folder_info_t {
+    const char *name;
+    apr_uint32_t uidvalidity;
+    apr_uint32_t uidnext;
+    apr_uint64_t highestmodseq;
+    apr_uint32_t messages;
+    apr_off_t size; /* sum of message sizes (prefix + body) */
+} store_folder_info_t;
+
+/* All folders of a user (array of store_folder_info_t), INBOX first. A user
+ * with no mail yet has an empty array. */
+apr_status_t store_folders_list(store_reader_t *r, const char *user,
+                                apr_array_header_t **folders_r, apr_pool_t *pool);
+
+/* Message flags (IMAP system flags). */
+enum {
+    STORE_FLAG_SEEN = 1,
+    STORE_FLAG_ANSWERED = 2,
+    STORE_FLAG_FLAGGED = 4,
+    STORE_FLAG_DELETED = 8,
+    STORE_FLAG_DRAFT = 16,
+};
+
+typedef struct store_msg_info_t {
+    apr_uint32_t uid;
+    apr_off_t size; /* exact octets of prefix + body */
+    apr_uint32_t flags;
+    apr_time_t internaldate;
+    apr_uint64_t modseq;
+} store_msg_info_t;
+
+/* The messages of a folder in UID order (array of store_msg_info_t), plus the
+ * folder's info. PR_ENOTFOUND if the folder does not exist. */
+apr_status_t store_messages_list(store_reader_t *r, const char *user, const char *folder,
+                                  store_folder_info_t *info_r, apr_array_header_t **msgs_r,
+                                  apr_pool_t *pool);
+
+/* A message as stored (prefix then body), read in chunks; each read is its
+ * own short read transaction so a slow client never pins a WAL snapshot. */
+typedef struct store_stream_t store_stream_t;
+apr_status_t store_message_open(store_stream_t **s_r, store_reader_t *r, const char *user,
+                                const char *folder, apr_uint32_t uid, apr_pool_t *pool);
+apr_off_t store_stream_size(const store_stream_t *s);
+/* Reads up to *len bytes; *len = bytes read; APR_EOF once nothing is left. */
+apr_status_t store_stream_read(store_stream_t *s, char *buf, apr_size_t *len);
+
+/* Total usage of a user over all folders. */
+apr_status_t store_user_usage(store_reader_t *r, const char *user, apr_uint32_t *messages_r,
+                              apr_off_t *bytes_r);
+
+/* Count of queued (relay) recipients not yet delivered. */
+apr_status_t store_queue_count(store_reader_t *r, apr_uint32_t *count_r);
+
+#endif
