@@ -1,2 +1,558 @@
-int pr_admin_placeholder(void);
-int pr_admin_placeholder(void) { return 0; }
+/* Admin operations, implemented once for the `postroom` CLI and the HTTP
+ * API: they check what a human may have got wrong (malformed address,
+ * domain not local, target missing, name taken) and say so in one line,
+ * then call the directory and the store through their faces. */
+#include "admin/admin_ops.h"
+#include "service/core/status.h"
+
+#include <apr_strings.h>
+#include <apr_thread_mutex.h>
+#include <stdarg.h>
+#include <string.h>
+
+struct admin_t {
+    apr_pool_t *pool;
+    const pr_config_t *cfg;
+    dir_t *dir;
+    int own_dir;
+    store_t *store;
+    int own_store;
+    apr_thread_mutex_t *mutex; /* guards opening the store on first use */
+};
+
+/* ---- errors */
+
+static apr_status_t admin_fail(const char **err_r, apr_pool_t *p, apr_status_t st, const char *fmt,
+                               ...) __attribute__((format(printf, 4, 5)));
+
+static apr_status_t admin_fail(const char **err_r, apr_pool_t *p, apr_status_t st, const char *fmt,
+                               ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err_r) *err_r = apr_pvsprintf(p, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* A status nobody anticipated at the call site, in words. */
+static apr_status_t admin_fail_status(admin_t *a, const char **err_r, apr_pool_t *p,
+                                      apr_status_t st, const char *what)
+{
+    char buf[160];
+    if (st == PR_ETEMPFAIL)
+        return admin_fail(err_r, p, st,
+                          "%s: the directory is temporarily unavailable (busy or unreadable); "
+                          "try again",
+                          what);
+    if (st == PR_EPERM)
+        return admin_fail(err_r, p, st, "%s: the '%s' directory is read-only here", what,
+                          dir_backend(a->dir)->name);
+    return admin_fail(err_r, p, st, "%s: %s", what, pr_strerror(st, buf, sizeof(buf)));
+}
+
+static const char *admin_kind_name(dir_kind_e kind)
+{
+    switch (kind) {
+    case DIR_KIND_MAILBOX:
+        return "a user";
+    case DIR_KIND_ALIAS:
+        return "an alias";
+    case DIR_KIND_LIST:
+        return "a list";
+    }
+    return "in use";
+}
+
+/* ---- open, close */
+
+apr_status_t admin_open(admin_t **a_r, const pr_config_t *cfg, dir_t *dir, store_t *store,
+                        apr_pool_t *pool)
+{
+    admin_t *a = apr_pcalloc(pool, sizeof(*a));
+    apr_status_t st;
+
+    a->pool = pool;
+    a->cfg = cfg;
+    if ((st = apr_thread_mutex_create(&a->mutex, APR_THREAD_MUTEX_DEFAULT, pool)) != APR_SUCCESS)
+        return st;
+    if (dir) {
+        a->dir = dir;
+    } else {
+        if ((st = dir_open(&a->dir, cfg, pool)) != APR_SUCCESS) return st;
+        a->own_dir = 1;
+    }
+    /* The store is opened on first use (mailbox commands): directory
+     * commands should not need, nor create, the mail database. */
+    a->store = store;
+    *a_r = a;
+    return APR_SUCCESS;
+}
+
+void admin_close(admin_t *a)
+{
+    if (!a) return;
+    if (a->own_store && a->store) store_close(a->store);
+    a->store = NULL;
+    a->own_store = 0;
+    if (a->own_dir && a->dir) dir_close(a->dir);
+    a->dir = NULL;
+    a->own_dir = 0;
+}
+
+static apr_status_t admin_store(admin_t *a, store_t **st_r, const char **err_r, apr_pool_t *p)
+{
+    apr_status_t st = APR_SUCCESS;
+    apr_thread_mutex_lock(a->mutex);
+    if (!a->store) {
+        store_options_t so = {0};
+        so.data_dir = a->cfg->server.data_dir;
+        so.no_writer = 1; /* the CLI: synchronous writes, no thread */
+        st = store_open(&a->store, &so, a->pool);
+        if (st == APR_SUCCESS)
+            a->own_store = 1;
+        else
+            a->store = NULL;
+    }
+    *st_r = a->store;
+    apr_thread_mutex_unlock(a->mutex);
+    if (st != APR_SUCCESS) {
+        char buf[160];
+        return admin_fail(err_r, p, st, "cannot open the mail store in %s: %s",
+                          a->cfg->server.data_dir, pr_strerror(st, buf, sizeof(buf)));
+    }
+    return APR_SUCCESS;
+}
+
+/* ---- checks shared by the operations */
+
+static int admin_writable(admin_t *a, const char **err_r, apr_pool_t *p)
+{
+    const dir_backend_t *be = dir_backend(a->dir);
+    if (be->caps & DIR_CAP_WRITE) return 1;
+    admin_fail(err_r, p, PR_EPERM,
+               "the '%s' directory is read-only; make this change in the directory itself",
+               be->name);
+    return 0;
+}
+
+/* Normalise an address that must be in a local domain. */
+static apr_status_t admin_local_address(admin_t *a, const char *address, const char **norm_r,
+                                        const char **err_r, apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(address, p);
+    apr_status_t st;
+    if (!n)
+        return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s' (expected user@domain)",
+                          address ? address : "");
+    const char *domain = strchr(n, '@') + 1;
+    st = dir_domain_is_local(a->dir, domain);
+    if (st == PR_ENOTFOUND)
+        return admin_fail(err_r, p, PR_EINVAL,
+                          "domain '%s' is not local; add it with: postroom domain add %s", domain,
+                          domain);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    *norm_r = n;
+    return APR_SUCCESS;
+}
+
+/* What an address currently is: *e_r NULL if nothing. */
+static apr_status_t admin_lookup(admin_t *a, const char *norm, dir_entry_t **e_r,
+                                 const char **err_r, apr_pool_t *p)
+{
+    apr_status_t st = dir_lookup(a->dir, norm, e_r, p);
+    if (st == PR_ENOTFOUND) {
+        *e_r = NULL;
+        return APR_SUCCESS;
+    }
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, norm);
+    return APR_SUCCESS;
+}
+
+/* A target or member: any well-formed address; a local one must exist, so
+ * a typo is caught now rather than as a silently skipped target later. */
+static apr_status_t admin_target(admin_t *a, const char *target, const char **norm_r,
+                                 const char **err_r, apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(target, p);
+    dir_entry_t *e;
+    apr_status_t st;
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", target ? target : "");
+    st = dir_domain_is_local(a->dir, strchr(n, '@') + 1);
+    if (st == PR_ENOTFOUND) {
+        *norm_r = n;
+        return APR_SUCCESS;
+    }
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    if ((st = admin_lookup(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (!e)
+        return admin_fail(err_r, p, PR_ENOTFOUND,
+                          "'%s' does not exist (no user, alias or list has this address)", n);
+    *norm_r = n;
+    return APR_SUCCESS;
+}
+
+static int admin_domain_configured(admin_t *a, const char *domain)
+{
+    return pr_config_is_local_domain(a->cfg, domain);
+}
+
+/* ---- domains */
+
+apr_status_t admin_domain_add(admin_t *a, const char *domain, const char **err_r, apr_pool_t *p)
+{
+    const char *d = dir_domain_normalize(domain, p);
+    apr_status_t st;
+    if (!d)
+        return admin_fail(err_r, p, PR_EINVAL, "invalid domain name '%s'", domain ? domain : "");
+    if (admin_domain_configured(a, d))
+        return admin_fail(err_r, p, PR_EEXIST,
+                          "domain '%s' is already local ([server] domains in %s)", d,
+                          a->cfg->path ? a->cfg->path : "the configuration");
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    st = dir_domain_add(a->dir, d);
+    if (st == PR_EEXIST) return admin_fail(err_r, p, st, "domain '%s' already exists", d);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, d);
+    return APR_SUCCESS;
+}
+
+static int admin_count_in_domain(const apr_array_header_t *arr, int entries, const char *domain)
+{
+    int n = 0;
+    for (int i = 0; i < arr->nelts; i++) {
+        const char *addr = entries ? APR_ARRAY_IDX(arr, i, dir_entry_t *)->address
+                                   : APR_ARRAY_IDX(arr, i, dir_user_t).address;
+        const char *at = strchr(addr, '@');
+        if (at && strcmp(at + 1, domain) == 0) n++;
+    }
+    return n;
+}
+
+apr_status_t admin_domain_del(admin_t *a, const char *domain, const char **err_r, apr_pool_t *p)
+{
+    const char *d = dir_domain_normalize(domain, p);
+    apr_status_t st;
+    if (!d)
+        return admin_fail(err_r, p, PR_EINVAL, "invalid domain name '%s'", domain ? domain : "");
+    if (admin_domain_configured(a, d))
+        return admin_fail(err_r, p, PR_EPERM,
+                          "domain '%s' is set in [server] domains in %s; remove it there", d,
+                          a->cfg->path ? a->cfg->path : "the configuration");
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    st = dir_domain_del(a->dir, d);
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "domain '%s' does not exist", d);
+    if (st == PR_EPERM) {
+        /* Say what is left, so the admin knows what to delete first. */
+        apr_array_header_t *users, *aliases, *lists;
+        if (dir_user_list(a->dir, &users, p) == APR_SUCCESS &&
+            dir_alias_list(a->dir, &aliases, p) == APR_SUCCESS &&
+            dir_list_list(a->dir, &lists, p) == APR_SUCCESS) {
+            int nu = admin_count_in_domain(users, 0, d);
+            int na = admin_count_in_domain(aliases, 1, d);
+            int nl = admin_count_in_domain(lists, 1, d);
+            return admin_fail(err_r, p, st,
+                              "domain '%s' still has %d user%s, %d alias%s and %d list%s; "
+                              "delete them first",
+                              d, nu, nu == 1 ? "" : "s", na, na == 1 ? "" : "es", nl,
+                              nl == 1 ? "" : "s");
+        }
+        return admin_fail(err_r, p, st, "domain '%s' still has addresses; delete them first", d);
+    }
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, d);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_domain_list(admin_t *a, apr_array_header_t **out_r, const char **err_r,
+                               apr_pool_t *p)
+{
+    const pr_strlist_t *conf = &a->cfg->server.domains;
+    apr_array_header_t *out = apr_array_make(p, conf->n + 4, sizeof(const char *));
+    apr_array_header_t *added;
+    apr_status_t st;
+
+    for (int i = 0; i < conf->n; i++) {
+        const char *d = dir_domain_normalize(conf->v[i], p);
+        APR_ARRAY_PUSH(out, const char *) = d ? d : conf->v[i];
+    }
+    st = dir_domain_list(a->dir, &added, p);
+    if (st == PR_EPERM) { /* a backend without its own domains */
+        *out_r = out;
+        return APR_SUCCESS;
+    }
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, "domain list");
+    for (int i = 0; i < added->nelts; i++) {
+        const char *d = APR_ARRAY_IDX(added, i, const char *);
+        if (!admin_domain_configured(a, d)) APR_ARRAY_PUSH(out, const char *) = d;
+    }
+    *out_r = out;
+    return APR_SUCCESS;
+}
+
+/* ---- users */
+
+apr_status_t admin_user_add(admin_t *a, const char *address, const char *password,
+                            const char **err_r, apr_pool_t *p)
+{
+    const char *n;
+    dir_entry_t *e;
+    apr_status_t st;
+
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if ((st = admin_local_address(a, address, &n, err_r, p)) != APR_SUCCESS) return st;
+    if (!password || !*password) return admin_fail(err_r, p, PR_EINVAL, "empty password refused");
+    if ((st = admin_lookup(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (e && e->kind == DIR_KIND_MAILBOX)
+        return admin_fail(err_r, p, PR_EEXIST, "user '%s' already exists", n);
+    if (e)
+        return admin_fail(err_r, p, PR_EEXIST, "'%s' is already %s", n, admin_kind_name(e->kind));
+    st = dir_user_add(a->dir, n, password);
+    if (st == PR_EEXIST) return admin_fail(err_r, p, st, "'%s' already exists", n);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_user_passwd(admin_t *a, const char *address, const char *password,
+                               const char **err_r, apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(address, p);
+    apr_status_t st;
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
+    if (!password || !*password) return admin_fail(err_r, p, PR_EINVAL, "empty password refused");
+    st = dir_user_set_password(a->dir, n, password);
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "user '%s' does not exist", n);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_user_del(admin_t *a, const char *address, const char **err_r, apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(address, p);
+    apr_status_t st;
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
+    st = dir_user_del(a->dir, n);
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "user '%s' does not exist", n);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_user_list(admin_t *a, apr_array_header_t **out_r, const char **err_r,
+                             apr_pool_t *p)
+{
+    apr_status_t st = dir_user_list(a->dir, out_r, p);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, "user list");
+    return APR_SUCCESS;
+}
+
+/* ---- aliases */
+
+apr_status_t admin_alias_add(admin_t *a, const char *address, const char *const *targets, int n,
+                             const char **err_r, apr_pool_t *p)
+{
+    const char *addr, **norm;
+    dir_entry_t *e;
+    apr_status_t st;
+
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if ((st = admin_local_address(a, address, &addr, err_r, p)) != APR_SUCCESS) return st;
+    if (n < 1) return admin_fail(err_r, p, PR_EINVAL, "alias '%s' needs at least one target", addr);
+    if ((st = admin_lookup(a, addr, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (e && e->kind != DIR_KIND_ALIAS)
+        return admin_fail(err_r, p, PR_EEXIST, "'%s' is already %s", addr,
+                          admin_kind_name(e->kind));
+    norm = apr_pcalloc(p, sizeof(*norm) * (apr_size_t)n);
+    for (int i = 0; i < n; i++) {
+        if ((st = admin_target(a, targets[i], &norm[i], err_r, p)) != APR_SUCCESS) return st;
+        if (strcmp(norm[i], addr) == 0)
+            return admin_fail(err_r, p, PR_EINVAL, "alias '%s' cannot point at itself", addr);
+    }
+    st = dir_alias_add(a->dir, addr, norm, n);
+    if (st == PR_EEXIST)
+        return admin_fail(err_r, p, st, "alias '%s' already has %s", addr,
+                          n == 1 ? "this target" : "these targets");
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, addr);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_alias_del(admin_t *a, const char *address, const char **err_r, apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(address, p);
+    apr_status_t st;
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
+    st = dir_alias_del(a->dir, n);
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "alias '%s' does not exist", n);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_alias_list(admin_t *a, apr_array_header_t **out_r, const char **err_r,
+                              apr_pool_t *p)
+{
+    apr_status_t st = dir_alias_list(a->dir, out_r, p);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, "alias list");
+    return APR_SUCCESS;
+}
+
+/* ---- lists */
+
+apr_status_t admin_list_add(admin_t *a, const char *address, const char **err_r, apr_pool_t *p)
+{
+    const char *n;
+    dir_entry_t *e;
+    apr_status_t st;
+
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if ((st = admin_local_address(a, address, &n, err_r, p)) != APR_SUCCESS) return st;
+    if ((st = admin_lookup(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (e && e->kind == DIR_KIND_LIST)
+        return admin_fail(err_r, p, PR_EEXIST, "list '%s' already exists", n);
+    if (e)
+        return admin_fail(err_r, p, PR_EEXIST, "'%s' is already %s", n, admin_kind_name(e->kind));
+    st = dir_list_add(a->dir, n);
+    if (st == PR_EEXIST) return admin_fail(err_r, p, st, "'%s' already exists", n);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_list_del(admin_t *a, const char *address, const char **err_r, apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(address, p);
+    apr_status_t st;
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
+    st = dir_list_del(a->dir, n);
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "list '%s' does not exist", n);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    return APR_SUCCESS;
+}
+
+/* The list's canonical address, or a message if it is not a list. */
+static apr_status_t admin_existing_list(admin_t *a, const char *list, const char **norm_r,
+                                        const char **err_r, apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(list, p);
+    dir_entry_t *e;
+    apr_status_t st;
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", list ? list : "");
+    if ((st = admin_lookup(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (!e || e->kind != DIR_KIND_LIST)
+        return admin_fail(err_r, p, PR_ENOTFOUND, "list '%s' does not exist", n);
+    *norm_r = n;
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_list_member_add(admin_t *a, const char *list, const char *member,
+                                   const char **err_r, apr_pool_t *p)
+{
+    const char *l, *m;
+    apr_status_t st;
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if ((st = admin_existing_list(a, list, &l, err_r, p)) != APR_SUCCESS) return st;
+    if ((st = admin_target(a, member, &m, err_r, p)) != APR_SUCCESS) return st;
+    if (strcmp(l, m) == 0)
+        return admin_fail(err_r, p, PR_EINVAL, "list '%s' cannot be a member of itself", l);
+    st = dir_list_member_add(a->dir, l, m);
+    if (st == PR_EEXIST) return admin_fail(err_r, p, st, "'%s' is already a member of '%s'", m, l);
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "list '%s' does not exist", l);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, l);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_list_member_del(admin_t *a, const char *list, const char *member,
+                                   const char **err_r, apr_pool_t *p)
+{
+    const char *l, *m;
+    apr_status_t st;
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if ((st = admin_existing_list(a, list, &l, err_r, p)) != APR_SUCCESS) return st;
+    /* No existence check: removing a member that was deleted meanwhile must work. */
+    if (!(m = dir_address_normalize(member, p)))
+        return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", member ? member : "");
+    st = dir_list_member_del(a->dir, l, m);
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "'%s' is not a member of '%s'", m, l);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, l);
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_list_show(admin_t *a, apr_array_header_t **out_r, const char **err_r,
+                             apr_pool_t *p)
+{
+    apr_status_t st = dir_list_list(a->dir, out_r, p);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, "list show");
+    return APR_SUCCESS;
+}
+
+/* ---- mailboxes */
+
+apr_status_t admin_mailbox_show(admin_t *a, const char *address, admin_mailbox_t **out_r,
+                                const char **err_r, apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(address, p);
+    dir_user_t *u;
+    store_t *store;
+    store_reader_t *r;
+    apr_array_header_t *folders;
+    apr_pool_t *rp;
+    apr_status_t st, ust;
+    char buf[160];
+
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
+    ust = dir_user_get(a->dir, n, &u, p);
+    if (ust != APR_SUCCESS && ust != PR_ENOTFOUND) return admin_fail_status(a, err_r, p, ust, n);
+    if ((st = admin_store(a, &store, err_r, p)) != APR_SUCCESS) return st;
+
+    /* The reader (a database connection) lives only for this call. */
+    apr_pool_create(&rp, p);
+    st = store_reader_open(&r, store, rp);
+    if (st == APR_SUCCESS) st = store_folders_list(r, n, &folders, p);
+    apr_pool_destroy(rp);
+    if (st != APR_SUCCESS)
+        return admin_fail(err_r, p, st, "cannot read the mailbox of '%s': %s", n,
+                          pr_strerror(st, buf, sizeof(buf)));
+    /* A deleted user's mail is still shown; an address that never was anything is an error. */
+    if (ust == PR_ENOTFOUND && folders->nelts == 0)
+        return admin_fail(err_r, p, PR_ENOTFOUND, "user '%s' does not exist", n);
+
+    admin_mailbox_t *m = apr_pcalloc(p, sizeof(*m));
+    m->address = n;
+    m->folders = apr_array_make(p, folders->nelts, sizeof(admin_folder_t));
+    for (int i = 0; i < folders->nelts; i++) {
+        const store_folder_info_t *fi = &APR_ARRAY_IDX(folders, i, store_folder_info_t);
+        admin_folder_t *f = &APR_ARRAY_PUSH(m->folders, admin_folder_t);
+        f->name = fi->name;
+        f->messages = fi->messages;
+        f->size = fi->size;
+        m->messages += fi->messages;
+        m->size += fi->size;
+    }
+    *out_r = m;
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_message_open(admin_t *a, const char *address, const char *folder,
+                                apr_uint32_t uid, store_stream_t **s_r, const char **err_r,
+                                apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(address, p);
+    store_t *store;
+    store_reader_t *r;
+    apr_status_t st;
+    char buf[160];
+
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
+    if (!folder || !*folder) folder = "INBOX";
+    if ((st = admin_store(a, &store, err_r, p)) != APR_SUCCESS) return st;
+    if ((st = store_reader_open(&r, store, p)) != APR_SUCCESS)
+        return admin_fail(err_r, p, st, "cannot read the mail store: %s",
+                          pr_strerror(st, buf, sizeof(buf)));
+    st = store_message_open(s_r, r, n, folder, uid, p);
+    if (st == PR_ENOTFOUND)
+        return admin_fail(err_r, p, st, "no message with UID %u in folder '%s' of '%s'", uid,
+                          folder, n);
+    if (st != APR_SUCCESS)
+        return admin_fail(err_r, p, st, "cannot read the message: %s",
+                          pr_strerror(st, buf, sizeof(buf)));
+    return APR_SUCCESS;
+}

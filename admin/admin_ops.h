@@ -58,5 +58,10 @@ apr_status_t admin_list_show(admin_t *a, apr_array_header_t **out_r /* dir_entry
                              const char **err_r, apr_pool_t *p);
 apr_status_t admin_mailbox_show(admin_t *a, const char *address, admin_mailbox_t **out_r,
                                 const char **err_r, apr_pool_t *p);
+/* A stored message as delivered (prefix then body), byte-exact, to read with
+ * store_stream_read; folder NULL: INBOX. The stream lives in p. */
+apr_status_t admin_message_open(admin_t *a, const char *address, const char *folder,
+                                apr_uint32_t uid, store_stream_t **s_r, const char **err_r,
+                                apr_pool_t *p);
 
 #endif

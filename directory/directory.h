@@ -24,14 +24,14 @@ typedef enum {
 /* One level of lookup, as a backend answers it. */
 typedef struct dir_entry_t {
     dir_kind_e kind;
-    const char *address;       /* canonical address (lower case) */
+    const char *address;         /* canonical address (lower case) */
     apr_array_header_t *targets; /* const char*: alias targets or list members */
 } dir_entry_t;
 
 /* A fully expanded recipient. */
 typedef struct dir_result_t {
-    dir_kind_e kind;             /* what the address itself is */
-    const char *address;         /* canonical address */
+    dir_kind_e kind;               /* what the address itself is */
+    const char *address;           /* canonical address */
     apr_array_header_t *mailboxes; /* const char*: local users to deliver to (deduplicated) */
     apr_array_header_t *external;  /* const char*: non-local addresses to relay to */
 } dir_result_t;
@@ -75,28 +75,42 @@ typedef struct dir_backend_t {
     apr_status_t (*list_member_del)(void *ctx, const char *list, const char *member);
     apr_status_t (*list_list)(void *ctx, apr_array_header_t **lists_r /* dir_entry_t* */,
                               apr_pool_t *pool);
+    /* One user's settings; PR_ENOTFOUND if address is not a user. May be NULL
+     * (then dir_user_get answers from lookup: default quota, enabled). */
+    apr_status_t (*user_get)(void *ctx, const char *address, dir_user_t **u_r, apr_pool_t *pool);
 } dir_backend_t;
 
 extern const dir_backend_t dir_local_backend;
 
-/* Open the backend named by [directory] backend ("local": data_dir/directory.db). */
+/* Open the backend named by [directory] backend ("local": data_dir/directory.db).
+ * PR_EINVAL for an unknown backend name. */
 apr_status_t dir_open(dir_t **d_r, const pr_config_t *cfg, apr_pool_t *pool);
-/* SIGHUP: reopen the backend with new settings (cfg must outlive the directory). */
+/* SIGHUP: reopen the backend with new settings (cfg must outlive the directory).
+ * Calls in flight finish on the old backend; on failure the old one stays. */
 apr_status_t dir_reload(dir_t *d, const pr_config_t *cfg);
 void dir_close(dir_t *d);
+/* The current backend and its context; valid only until the next dir_reload.
+ * Prefer the dir_* calls below, which are safe against a concurrent reload. */
 const dir_backend_t *dir_backend(const dir_t *d);
 void *dir_backend_ctx(const dir_t *d);
 
 /* Lower-case and check an address "local@domain"; NULL if malformed. This is
- * the one normalisation every lookup uses. */
+ * the one normalisation every lookup uses. ASCII only; exactly one '@'; the
+ * local part is a dot-atom without '%', '!' (no source routing through us),
+ * at most 64 octets; the domain is a host name (A-labels for IDN). */
 const char *dir_address_normalize(const char *address, apr_pool_t *pool);
+/* Lower-case and check a domain name; NULL if malformed. */
+const char *dir_domain_normalize(const char *domain, apr_pool_t *pool);
 
 /* APR_SUCCESS: the domain is local ([server] domains or added with
  * `postroom domain add`); PR_ENOTFOUND: not local; PR_ETEMPFAIL. */
 apr_status_t dir_domain_is_local(dir_t *d, const char *domain);
 
-/* Resolve and fully expand a local address. PR_ENOTFOUND: unknown;
- * PR_ETEMPFAIL: try later; PR_ELOOP never (loops are cut and logged). */
+/* Resolve and fully expand a local address. PR_ENOTFOUND: unknown (or not in
+ * a local domain); PR_EINVAL: malformed; PR_ETEMPFAIL: try later; PR_ETOOMANY:
+ * expands to more than DIR_MAX_EXPANSION addresses; PR_ELOOP never (loops,
+ * nesting deeper than DIR_MAX_DEPTH and dangling targets are cut and logged).
+ * The arrays may be empty (a list without members). */
 apr_status_t dir_resolve(dir_t *d, const char *address, dir_result_t **r_r, apr_pool_t *pool);
 
 /* Check a password. APR_SUCCESS and *user_r = canonical address; PR_EAUTH
@@ -107,12 +121,43 @@ apr_status_t dir_authenticate(dir_t *d, const char *login, const char *password,
 /* May authenticated user send with this address as envelope sender / From:?
  * Yes for their own address, aliases that expand to them, and lists they are
  * a member of. APR_SUCCESS, PR_EPERM, or PR_ETEMPFAIL. */
-apr_status_t dir_sender_allowed(dir_t *d, const char *user, const char *address,
-                                apr_pool_t *pool);
+apr_status_t dir_sender_allowed(dir_t *d, const char *user, const char *address, apr_pool_t *pool);
 
 /* Password hashing (scrypt via OpenSSL, PHC-like string "$scrypt$ln=..,r=..,p=..$salt$hash"). */
 apr_status_t dir_password_hash(const char **hash_r, const char *password, apr_pool_t *pool);
 /* APR_SUCCESS if it matches, PR_EAUTH if not; constant-time compare. */
 apr_status_t dir_password_verify(const char *hash, const char *password);
+
+/* One level of lookup (no expansion): what the address itself is.
+ * PR_ENOTFOUND, PR_EINVAL (malformed), PR_ETEMPFAIL. */
+apr_status_t dir_lookup(dir_t *d, const char *address, dir_entry_t **e_r, apr_pool_t *pool);
+/* A user's settings. PR_ENOTFOUND if the address is not a user. */
+apr_status_t dir_user_get(dir_t *d, const char *address, dir_user_t **u_r, apr_pool_t *pool);
+
+/* Admin writes, safe against a concurrent dir_reload. Addresses are
+ * normalised here (PR_EINVAL if malformed); PR_EPERM if the backend is
+ * read-only. Checks that need a message for a human (local domain, target
+ * exists) are the caller's (admin/); the backend enforces uniqueness:
+ * PR_EEXIST, PR_ENOTFOUND. */
+apr_status_t dir_domain_add(dir_t *d, const char *domain);
+apr_status_t dir_domain_del(dir_t *d, const char *domain);
+/* Domains added to the backend (not those of [server] domains). */
+apr_status_t dir_domain_list(dir_t *d, apr_array_header_t **domains_r, apr_pool_t *pool);
+apr_status_t dir_user_add(dir_t *d, const char *address, const char *password);
+apr_status_t dir_user_set_password(dir_t *d, const char *address, const char *password);
+apr_status_t dir_user_del(dir_t *d, const char *address);
+apr_status_t dir_user_list(dir_t *d, apr_array_header_t **users_r /* dir_user_t */,
+                           apr_pool_t *pool);
+/* Adds the targets to the alias (creating it); PR_EEXIST if all were there. */
+apr_status_t dir_alias_add(dir_t *d, const char *address, const char *const *targets, int n);
+apr_status_t dir_alias_del(dir_t *d, const char *address);
+apr_status_t dir_alias_list(dir_t *d, apr_array_header_t **aliases_r /* dir_entry_t* */,
+                            apr_pool_t *pool);
+apr_status_t dir_list_add(dir_t *d, const char *address);
+apr_status_t dir_list_del(dir_t *d, const char *address);
+apr_status_t dir_list_member_add(dir_t *d, const char *list, const char *member);
+apr_status_t dir_list_member_del(dir_t *d, const char *list, const char *member);
+apr_status_t dir_list_list(dir_t *d, apr_array_header_t **lists_r /* dir_entry_t* */,
+                           apr_pool_t *pool);
 
 #endif

@@ -1,3 +1,126 @@
-/* placeholder replaced by the server module */
-int pr_server_placeholder(void);
-int pr_server_placeholder(void) { return 0; }
+/* The server: owns the store, directory, TLS contexts and listeners, and
+ * wires each configured endpoint to its protocol. */
+#include "service/server.h"
+#include "directory/directory.h"
+#include "service/core/listener.h"
+#include "service/core/log.h"
+#include "service/core/status.h"
+#include "service/core/tls.h"
+#include "service/smtp/smtp.h"
+#include "service/store/store.h"
+
+#include <apr_strings.h>
+
+struct pr_server_t {
+    apr_pool_t *pool;
+    const pr_config_t *cfg;
+    store_t *store;
+    dir_t *dir;
+    pr_tls_t *tls;
+    smtp_server_t *smtp;
+    pr_listener_t *listener;
+};
+
+static apr_status_t server_listen(pr_server_t *srv, const pr_endpoints_t *eps, smtp_service_e kind,
+                                  const char **err_r)
+{
+    for (int i = 0; i < eps->n; i++) {
+        apr_status_t st = pr_listener_add(srv->listener, &eps->v[i], smtp_session_run,
+                                          smtp_server_service(srv->smtp, kind),
+                                          "421 4.7.0 Too many connections, try again later\r\n",
+                                          err_r);
+        if (st != APR_SUCCESS) return st;
+        pr_log_info(NULL, "listening on %s:%u (%s)", eps->v[i].host, (unsigned)eps->v[i].port,
+                    kind == SMTP_SERVICE_MX ? "smtp"
+                    : kind == SMTP_SERVICE_SUBMISSION ? "submission"
+                                                      : "smtps");
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const char **err_r,
+                              apr_pool_t *pool)
+{
+    pr_server_t *srv = apr_pcalloc(pool, sizeof(*srv));
+    char buf[160];
+    apr_status_t st;
+    srv->pool = pool;
+    srv->cfg = cfg;
+
+    st = apr_dir_make_recursive(cfg->server.data_dir, APR_FPROT_OS_DEFAULT, pool);
+    if (st != APR_SUCCESS) {
+        *err_r = apr_psprintf(pool, "cannot create data_dir %s: %s", cfg->server.data_dir,
+                              pr_strerror(st, buf, sizeof(buf)));
+        return st;
+    }
+    store_options_t so = {0};
+    so.data_dir = cfg->server.data_dir;
+    if ((st = store_open(&srv->store, &so, pool)) != APR_SUCCESS) {
+        *err_r = apr_psprintf(pool, "cannot open the store in %s: %s", cfg->server.data_dir,
+                              pr_strerror(st, buf, sizeof(buf)));
+        return st;
+    }
+    if ((st = dir_open(&srv->dir, cfg, pool)) != APR_SUCCESS) {
+        *err_r = apr_psprintf(pool, "cannot open the directory: %s",
+                              pr_strerror(st, buf, sizeof(buf)));
+        return st;
+    }
+    if ((st = pr_tls_create(&srv->tls, cfg, err_r, pool)) != APR_SUCCESS) return st;
+    smtp_server_create(&srv->smtp, cfg, srv->dir, srv->store, srv->tls, pool);
+
+    pr_listener_opts_t lo = {0};
+    lo.max_connections = cfg->server.max_connections;
+    lo.max_per_address = cfg->server.max_connections_per_address;
+    lo.exempt = cfg->server.limit_exempt_networks.v;
+    lo.n_exempt = cfg->server.limit_exempt_networks.n;
+    if ((st = pr_listener_create(&srv->listener, &lo, pool)) != APR_SUCCESS) {
+        *err_r = "cannot create the listener";
+        return st;
+    }
+    if ((st = server_listen(srv, &cfg->smtp.listen, SMTP_SERVICE_MX, err_r)) ||
+        (st = server_listen(srv, &cfg->smtp.submission, SMTP_SERVICE_SUBMISSION, err_r)) ||
+        (st = server_listen(srv, &cfg->smtp.smtps, SMTP_SERVICE_SMTPS, err_r)))
+        return st;
+    *srv_r = srv;
+    return APR_SUCCESS;
+}
+
+apr_status_t pr_server_start(pr_server_t *srv)
+{
+    apr_status_t st = pr_listener_start(srv->listener);
+    if (st == APR_SUCCESS) pr_log_info(NULL, "postroomd ready (%s)", srv->cfg->server.hostname);
+    return st;
+}
+
+apr_status_t pr_server_reload(pr_server_t *srv, const char **err_r)
+{
+    pr_config_t *cfg;
+    char buf[160];
+    /* Each reload's config lives as long as the server: sessions and the
+     * directory may still point into an older one. */
+    apr_status_t st = pr_config_load(&cfg, srv->cfg->path, err_r, srv->pool);
+    if (st != APR_SUCCESS) return st;
+    if ((st = pr_tls_reload(srv->tls, cfg, err_r)) != APR_SUCCESS) return st;
+    if ((st = dir_reload(srv->dir, cfg)) != APR_SUCCESS) {
+        *err_r = apr_psprintf(srv->pool, "directory reload failed: %s",
+                              pr_strerror(st, buf, sizeof(buf)));
+        return st;
+    }
+    pr_log_info(NULL, "reloaded TLS certificate and directory settings from %s", cfg->path);
+    return APR_SUCCESS;
+}
+
+void pr_server_stop(pr_server_t *srv)
+{
+    pr_log_info(NULL, "stopping: no new connections, finishing transactions in flight");
+    int left = pr_listener_stop(srv->listener, srv->cfg->server.shutdown_grace);
+    if (left) {
+        /* Their committed mail is durable; closing the store under them is not safe. */
+        pr_log_warn(NULL, "%d sessions still running at shutdown; exiting anyway", left);
+        return;
+    }
+    store_close(srv->store);
+    dir_close(srv->dir);
+    pr_tls_destroy(srv->tls);
+    pr_log_info(NULL, "stopped");
+}

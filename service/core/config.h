@@ -89,6 +89,9 @@ apr_status_t pr_config_parse_string(pr_config_t **cfg_r, const char *text, const
 apr_status_t pr_parse_bool(int *out, const char *text);
 apr_status_t pr_parse_duration(apr_time_t *out, const char *text);
 apr_status_t pr_parse_size(apr_off_t *out, const char *text);
+/* A domain name (letters, digits, hyphens; dot-separated labels of 1..63,
+ * no leading/trailing hyphen, at most 253): *out gets it lower-cased. */
+apr_status_t pr_parse_domain(const char **out, const char *text, apr_pool_t *pool);
 
 /* Derived: effective min free space (1.5 x max_message_size unless set). */
 apr_off_t pr_config_min_free_space(const pr_config_t *cfg);

@@ -25,13 +25,17 @@ typedef struct pr_path_t {
 /* Parse a Reverse-path or Forward-path including the angle brackets, e.g.
  * "<user@example.test>" or "<>" (allow_null) or "<@a.test:u@b.test>".
  * *end_r: the first byte after '>'. Non-ASCII only when allow_utf8 (and then it
- * must be valid UTF-8). Returns APR_SUCCESS or PR_EINVAL. */
+ * must be valid UTF-8). Returns APR_SUCCESS or PR_EINVAL.
+ * A forward-path (!allow_null) may also be "<postmaster>" (any case, RFC 5321
+ * 4.1.1.3): local and address "postmaster", domain NULL. */
 apr_status_t pr_path_parse(pr_path_t *p, const char *text, apr_size_t len, int allow_null,
                            int allow_utf8, const char **end_r, apr_pool_t *pool);
 
 /* The addr-specs in an RFC 5322 address-list header value (From:, Sender:),
  * unfolded or not, with display names, comments, groups; const char* of
- * "local@domain" as written. PR_EINVAL if none can be found. At most 100. */
+ * "local@domain" as written. PR_EINVAL if malformed or none can be found.
+ * At most 100: more is PR_ETOOMANY (none dropped silently, so a check of
+ * every address cannot be bypassed). */
 apr_status_t pr_header_addresses(const char *value, apr_size_t len,
                                  apr_array_header_t **addrs_r, apr_pool_t *pool);
 

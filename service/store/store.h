@@ -97,6 +97,19 @@ enum {
     STORE_FLAG_DRAFT = 16,
 };
 
+/* Replace a message's flags (STORE_FLAG_*), bumping its MODSEQ and the
+ * folder's HIGHESTMODSEQ. Goes through the writer; returns once durable.
+ * folder NULL: "INBOX". PR_ENOTFOUND if the folder or message is missing. */
+apr_status_t store_message_flags_set(store_t *st, const char *user, const char *folder,
+                                     apr_uint32_t uid, apr_uint32_t flags);
+
+/* Remove messages by UID in one durable transaction (POP3 QUIT, IMAP
+ * EXPUNGE); bodies no longer referenced by any message or queue entry go
+ * too. UIDs not present are ignored; UIDs are never reused. folder NULL:
+ * "INBOX". PR_ENOTFOUND if the folder does not exist. */
+apr_status_t store_messages_expunge(store_t *st, const char *user, const char *folder,
+                                    const apr_uint32_t *uids, int n);
+
 typedef struct store_msg_info_t {
     apr_uint32_t uid;
     apr_off_t size; /* exact octets of prefix + body */

@@ -1,1 +1,0 @@
-int dir_placeholder(void); int dir_placeholder(void) { return 0; }

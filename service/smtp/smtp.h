@@ -1,0 +1,38 @@
+/* The SMTP server's face: one server object shared by the MX (25),
+ * submission (587) and implicit-TLS (465) listeners, and the session entry
+ * point the listener runs for each connection. */
+#ifndef PR_SMTP_H
+#define PR_SMTP_H
+
+#include <apr_pools.h>
+#include "directory/directory.h"
+#include "service/core/config.h"
+#include "service/core/listener.h"
+#include "service/core/tls.h"
+#include "service/store/store.h"
+
+#define SMTP_MAX_ERRORS_DEFAULT 10
+
+typedef enum {
+    SMTP_SERVICE_MX = 0,     /* port 25: receive for local domains, relay_networks */
+    SMTP_SERVICE_SUBMISSION, /* port 587: STARTTLS, AUTH required */
+    SMTP_SERVICE_SMTPS,      /* port 465: implicit TLS, AUTH required */
+} smtp_service_e;
+
+typedef struct smtp_server_t smtp_server_t;
+
+typedef struct smtp_service_t {
+    smtp_server_t *server;
+    smtp_service_e kind;
+} smtp_service_t;
+
+apr_status_t smtp_server_create(smtp_server_t **srv_r, const pr_config_t *cfg, dir_t *dir,
+                                store_t *store, pr_tls_t *tls, apr_pool_t *pool);
+/* A service record to hand to pr_listener_add with smtp_session_run. */
+smtp_service_t *smtp_server_service(smtp_server_t *srv, smtp_service_e kind);
+
+/* Run one SMTP session on s->conn until QUIT, error, timeout or shutdown;
+ * s->service is a smtp_service_t*. */
+void smtp_session_run(pr_session_t *s);
+
+#endif

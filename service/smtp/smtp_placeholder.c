@@ -1,1 +1,0 @@
-int smtp_placeholder(void); int smtp_placeholder(void) { return 0; }

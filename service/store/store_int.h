@@ -1,0 +1,137 @@
+/* Private to service/store/: the structures shared by the store's files
+ * (connections and their statement caches, the writer's request queue, the
+ * spooled body). Nothing here may be included from outside this folder: the
+ * face (store.h) hides SQLite. */
+#ifndef PR_STORE_INT_H
+#define PR_STORE_INT_H
+
+#include "service/store/store.h"
+
+#include <apr_file_io.h>
+#include <apr_thread_cond.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_proc.h>
+#include <sqlite3.h>
+
+/* Long enough to ride out a CLI transaction or a checkpoint, short enough
+ * that a wedged peer turns into a temporary failure instead of a hang. */
+#define STORE_BUSY_TIMEOUT_MS 10000
+#define STORE_DEFAULT_SPOOL_LIMIT (256 * 1024)
+#define STORE_DEFAULT_GROUP_MAX 256
+/* Chunk for copying a spilled body into its blob. */
+#define STORE_COPY_CHUNK (64 * 1024)
+
+/* Queue recipient states (queue_rcpts.state). */
+enum { STORE_QSTATE_PENDING = 0, STORE_QSTATE_DONE = 1, STORE_QSTATE_FAILED = 2 };
+
+/* Statements cached on a connection; prepared on first use, reset after
+ * every use so no connection ever holds a read transaction open. */
+typedef enum {
+    /* writer */
+    SQ_BEGIN,
+    SQ_COMMIT,
+    SQ_ROLLBACK,
+    SQ_SAVEPOINT,
+    SQ_RELEASE,
+    SQ_ROLLBACK_TO,
+    SQ_BODY_INSERT,
+    SQ_BODY_INSERT_ZERO,
+    SQ_MBOX_BUMP,
+    SQ_MBOX_CREATE,
+    SQ_META_GET,
+    SQ_META_SET,
+    SQ_MSG_INSERT,
+    SQ_QMSG_INSERT,
+    SQ_QRCPT_INSERT,
+    SQ_MBOX_TOUCH,
+    SQ_MSG_FLAGS,
+    SQ_MSG_DELETE,
+    SQ_BODY_GC,
+    /* readers */
+    SQ_R_BEGIN,
+    SQ_R_COMMIT,
+    SQ_R_FOLDERS,
+    SQ_R_MBOX,
+    SQ_R_MSGS,
+    SQ_R_MSG_OPEN,
+    SQ_R_USAGE,
+    SQ_R_QCOUNT,
+    SQ__COUNT
+} store_sq_t;
+
+typedef struct store_conn_t {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[SQ__COUNT];
+} store_conn_t;
+
+struct store_body_t {
+    store_t *st;
+    apr_pool_t *pool;
+    char *mem; /* malloc'd, freed by a pool cleanup */
+    apr_size_t mem_len, mem_cap;
+    apr_file_t *file; /* spill file, deleted on close */
+    apr_off_t size;
+};
+
+typedef enum { STORE_REQ_DELIVER, STORE_REQ_FLAGS, STORE_REQ_EXPUNGE } store_req_kind_t;
+
+/* One write request; lives on the requester's stack while it waits. */
+typedef struct store_req_t {
+    struct store_req_t *next;
+    store_req_kind_t kind;
+    const store_delivery_t *d;
+    apr_uint32_t *uids; /* n_local slots, filled by the writer */
+    const char *user, *folder;
+    apr_uint32_t uid, flags;
+    const apr_uint32_t *uid_list;
+    int n_uids;
+    apr_status_t status;
+    int done;
+} store_req_t;
+
+struct store_t {
+    apr_pool_t *pool;
+    store_options_t opts;
+    const char *db_path;
+    const char *spool_dir;
+    store_conn_t w; /* write connection: the writer thread's, or the caller's without one */
+    char *copy_buf; /* STORE_COPY_CHUNK, used only under the write side */
+
+    apr_thread_mutex_t *mu; /* guards queue, flags and stats */
+    apr_thread_cond_t *work; /* writer waits for requests */
+    apr_thread_cond_t *done; /* requesters wait for their commit */
+    apr_thread_mutex_t *sync_mu; /* serialises writes without a writer thread */
+    apr_thread_t *writer;
+    store_req_t *head, *tail;
+    int stopping, closed;
+    store_stats_t stats;
+};
+
+struct store_reader_t {
+    store_t *st;
+    store_conn_t c;
+};
+
+/* Canonical folder name: NULL and any case of "INBOX" become "INBOX". */
+const char *store_folder_norm(const char *folder);
+
+/* Connections (store.c). */
+apr_status_t store_conn_open(store_conn_t *c, const char *path, int create);
+void store_conn_close(store_conn_t *c);
+/* The cached statement for q, reset and with bindings cleared; NULL on error. */
+sqlite3_stmt *store_conn_stmt(store_conn_t *c, store_sq_t q);
+
+/* Schema (schema.c): creates or migrates the database under c. */
+apr_status_t store_schema_migrate(store_conn_t *c);
+/* The schema version this build writes. */
+int store_schema_current(void);
+
+/* Writer (writer.c). */
+apr_status_t store_writer_start(store_t *st);
+void store_writer_stop(store_t *st);
+apr_status_t store_writer_submit(store_t *st, store_req_t *req);
+
+/* Body (body.c): copy the body into blob row body_id of the write connection. */
+apr_status_t store_body_insert(store_t *st, store_body_t *b, sqlite3_int64 *body_id_r);
+
+#endif

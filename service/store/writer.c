@@ -1,0 +1,412 @@
+/* The single writer: one thread owns the write connection and commits every
+ * waiting request (delivery, flag change, expunge) in one transaction, each
+ * inside its own SAVEPOINT so one failure undoes only itself. With WAL and
+ * synchronous=FULL the COMMIT is the fsync, so a group of deliveries costs
+ * one fsync, and each requester is woken only once its data is durable (the
+ * "250 OK after DATA" rule of RFC 5321 4.1.1.4 / 6.1). Without a writer
+ * thread (the CLI) the same code runs in the caller, serialised by a mutex. */
+#include "service/core/status.h"
+#include "service/store/store_int.h"
+
+#include <string.h>
+
+static apr_status_t store_w_exec(store_t *st, store_sq_t q)
+{
+    sqlite3_stmt *s = store_conn_stmt(&st->w, q);
+    if (!s) return PR_EIO;
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? APR_SUCCESS : PR_EIO;
+}
+
+static void store_bind_bytes(sqlite3_stmt *s, int i, const char *p, apr_size_t len)
+{
+    sqlite3_bind_blob64(s, i, len ? p : "", len, SQLITE_STATIC);
+}
+
+/* A UIDVALIDITY for a new mailbox: the clock, but always above every value
+ * handed out before, so a folder deleted and re-created (even within one
+ * second) never repeats one (RFC 3501 2.3.1.1). */
+static apr_status_t store_uidvalidity_next(store_t *st, apr_uint32_t *v_r)
+{
+    sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_META_GET);
+    if (!s) return PR_EIO;
+    sqlite3_bind_text(s, 1, "last_uidvalidity", -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    apr_int64_t last = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    if (rc != SQLITE_ROW) return PR_EIO;
+
+    apr_int64_t v = (apr_int64_t)apr_time_sec(apr_time_now());
+    if (v <= last) v = last + 1;
+    if (v > 0xffffffffLL) return PR_EIO;
+    if (!(s = store_conn_stmt(&st->w, SQ_META_SET))) return PR_EIO;
+    sqlite3_bind_text(s, 1, "last_uidvalidity", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 2, v);
+    rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return PR_EIO;
+    *v_r = (apr_uint32_t)v;
+    return APR_SUCCESS;
+}
+
+/* Allocate the next UID and MODSEQ of user's folder, creating the folder on
+ * first delivery. One indexed UPDATE on the hot path; uidnext only grows. */
+static apr_status_t store_mbox_bump(store_t *st, const char *user, const char *folder,
+                                    sqlite3_int64 *id_r, apr_uint32_t *uid_r,
+                                    apr_uint64_t *modseq_r)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_MBOX_BUMP);
+        if (!s) return PR_EIO;
+        sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, folder, -1, SQLITE_STATIC);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            *id_r = sqlite3_column_int64(s, 0);
+            sqlite3_int64 uid = sqlite3_column_int64(s, 1);
+            *modseq_r = (apr_uint64_t)sqlite3_column_int64(s, 2);
+            sqlite3_reset(s);
+            /* RFC 3501: UIDs are 32-bit, non-zero. */
+            if (uid < 1 || uid > 0xffffffffLL) return PR_EIO;
+            *uid_r = (apr_uint32_t)uid;
+            return APR_SUCCESS;
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE || attempt) return PR_EIO;
+
+        apr_uint32_t uidvalidity;
+        apr_status_t rv = store_uidvalidity_next(st, &uidvalidity);
+        if (rv != APR_SUCCESS) return rv;
+        if (!(s = store_conn_stmt(&st->w, SQ_MBOX_CREATE))) return PR_EIO;
+        sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, folder, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, uidvalidity);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) return PR_EIO;
+    }
+    return PR_EIO;
+}
+
+/* Bump an existing folder's HIGHESTMODSEQ (flag change, expunge). */
+static apr_status_t store_mbox_touch(store_t *st, const char *user, const char *folder,
+                                     sqlite3_int64 *id_r, apr_uint64_t *modseq_r)
+{
+    sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_MBOX_TOUCH);
+    if (!s) return PR_EIO;
+    sqlite3_bind_text(s, 1, user, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, folder, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *id_r = sqlite3_column_int64(s, 0);
+        *modseq_r = (apr_uint64_t)sqlite3_column_int64(s, 1);
+    }
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW) return APR_SUCCESS;
+    return rc == SQLITE_DONE ? PR_ENOTFOUND : PR_EIO;
+}
+
+static apr_status_t store_apply_deliver(store_t *st, store_req_t *r)
+{
+    const store_delivery_t *d = r->d;
+    sqlite3_int64 body_id;
+    apr_status_t rv = store_body_insert(st, d->body, &body_id);
+    if (rv != APR_SUCCESS) return rv;
+    apr_off_t body_size = store_body_size(d->body);
+    apr_time_t now = apr_time_now();
+
+    for (int i = 0; i < d->n_local; i++) {
+        const store_local_rcpt_t *lr = &d->local[i];
+        sqlite3_int64 mbox_id;
+        apr_uint32_t uid;
+        apr_uint64_t modseq;
+        rv = store_mbox_bump(st, lr->user, store_folder_norm(lr->folder), &mbox_id, &uid, &modseq);
+        if (rv != APR_SUCCESS) return rv;
+        sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_MSG_INSERT);
+        if (!s) return PR_EIO;
+        sqlite3_bind_int64(s, 1, mbox_id);
+        sqlite3_bind_int64(s, 2, uid);
+        sqlite3_bind_int64(s, 3, body_id);
+        store_bind_bytes(s, 4, lr->prefix, lr->prefix_len);
+        sqlite3_bind_int64(s, 5, (sqlite3_int64)lr->prefix_len + body_size);
+        sqlite3_bind_int64(s, 6, now);
+        sqlite3_bind_int64(s, 7, (sqlite3_int64)modseq);
+        int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) return PR_EIO;
+        r->uids[i] = uid;
+    }
+
+    if (d->n_remote > 0) {
+        sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_QMSG_INSERT);
+        if (!s) return PR_EIO;
+        sqlite3_bind_int64(s, 1, body_id);
+        sqlite3_bind_text(s, 2, d->sender ? d->sender : "", -1, SQLITE_STATIC);
+        store_bind_bytes(s, 3, d->remote_prefix, d->remote_prefix_len);
+        sqlite3_bind_int64(s, 4, now);
+        int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) return PR_EIO;
+        sqlite3_int64 qid = sqlite3_last_insert_rowid(st->w.db);
+        for (int i = 0; i < d->n_remote; i++) {
+            if (!(s = store_conn_stmt(&st->w, SQ_QRCPT_INSERT))) return PR_EIO;
+            sqlite3_bind_int64(s, 1, qid);
+            sqlite3_bind_text(s, 2, d->remote[i], -1, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 3, now);
+            rc = sqlite3_step(s);
+            sqlite3_reset(s);
+            if (rc != SQLITE_DONE) return PR_EIO;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t store_apply_flags(store_t *st, store_req_t *r)
+{
+    sqlite3_int64 mbox_id;
+    apr_uint64_t modseq;
+    apr_status_t rv = store_mbox_touch(st, r->user, r->folder, &mbox_id, &modseq);
+    if (rv != APR_SUCCESS) return rv;
+    sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_MSG_FLAGS);
+    if (!s) return PR_EIO;
+    sqlite3_bind_int64(s, 1, mbox_id);
+    sqlite3_bind_int64(s, 2, r->uid);
+    sqlite3_bind_int64(s, 3, r->flags);
+    sqlite3_bind_int64(s, 4, (sqlite3_int64)modseq);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) return PR_EIO;
+    return sqlite3_changes(st->w.db) ? APR_SUCCESS : PR_ENOTFOUND;
+}
+
+static apr_status_t store_apply_expunge(store_t *st, store_req_t *r)
+{
+    sqlite3_int64 mbox_id;
+    apr_uint64_t modseq;
+    apr_status_t rv = store_mbox_touch(st, r->user, r->folder, &mbox_id, &modseq);
+    if (rv != APR_SUCCESS) return rv;
+    for (int i = 0; i < r->n_uids; i++) {
+        sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_MSG_DELETE);
+        if (!s) return PR_EIO;
+        sqlite3_bind_int64(s, 1, mbox_id);
+        sqlite3_bind_int64(s, 2, r->uid_list[i]);
+        int rc = sqlite3_step(s);
+        sqlite3_int64 body_id = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_reset(s);
+        if (rc == SQLITE_DONE) continue; /* already gone: expunge is idempotent */
+        if (rc != SQLITE_ROW) return PR_EIO;
+        /* The body goes with its last reference (other recipients and the
+         * queue may still hold it). */
+        if (!(s = store_conn_stmt(&st->w, SQ_BODY_GC))) return PR_EIO;
+        sqlite3_bind_int64(s, 1, body_id);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) return PR_EIO;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t store_apply(store_t *st, store_req_t *r)
+{
+    switch (r->kind) {
+    case STORE_REQ_DELIVER:
+        return store_apply_deliver(st, r);
+    case STORE_REQ_FLAGS:
+        return store_apply_flags(st, r);
+    case STORE_REQ_EXPUNGE:
+        return store_apply_expunge(st, r);
+    }
+    return PR_EINVAL;
+}
+
+/* Run a batch (linked by next) in one transaction; sets every status and
+ * counts what was committed. */
+static void store_writer_run(store_t *st, store_req_t *batch, apr_uint64_t *commits_r,
+                             apr_uint64_t *deliveries_r)
+{
+    store_req_t *r;
+    int broken = 0;
+    *commits_r = *deliveries_r = 0;
+
+    if (store_w_exec(st, SQ_BEGIN) != APR_SUCCESS) {
+        for (r = batch; r; r = r->next)
+            r->status = PR_EIO;
+        if (!sqlite3_get_autocommit(st->w.db)) store_w_exec(st, SQ_ROLLBACK);
+        return;
+    }
+    for (r = batch; r; r = r->next) {
+        if (broken || store_w_exec(st, SQ_SAVEPOINT) != APR_SUCCESS) {
+            broken = 1;
+            r->status = PR_EIO;
+            continue;
+        }
+        r->status = store_apply(st, r);
+        if (r->status == APR_SUCCESS) {
+            if (store_w_exec(st, SQ_RELEASE) != APR_SUCCESS) broken = 1;
+        } else if (sqlite3_get_autocommit(st->w.db)) {
+            /* SQLite rolled the whole transaction back (I/O error, full disk):
+             * the savepoints released before are gone too. */
+            broken = 1;
+        } else if (store_w_exec(st, SQ_ROLLBACK_TO) != APR_SUCCESS ||
+                   store_w_exec(st, SQ_RELEASE) != APR_SUCCESS) {
+            broken = 1;
+        }
+    }
+    if (!broken && store_w_exec(st, SQ_COMMIT) == APR_SUCCESS) {
+        *commits_r = 1;
+        for (r = batch; r; r = r->next)
+            if (r->kind == STORE_REQ_DELIVER && r->status == APR_SUCCESS) ++*deliveries_r;
+        return;
+    }
+    if (!sqlite3_get_autocommit(st->w.db)) store_w_exec(st, SQ_ROLLBACK);
+    for (r = batch; r; r = r->next)
+        r->status = PR_EIO;
+}
+
+static void *APR_THREAD_FUNC store_writer_main(apr_thread_t *t, void *data)
+{
+    store_t *st = data;
+    apr_thread_mutex_lock(st->mu);
+    for (;;) {
+        while (!st->head && !st->stopping)
+            apr_thread_cond_wait(st->work, st->mu);
+        if (!st->head) break; /* stopping, and everything drained */
+
+        /* Take everything waiting, up to the group limit. */
+        store_req_t *batch = st->head, *last = batch;
+        for (int n = 1; last->next && n < st->opts.group_commit_max; n++)
+            last = last->next;
+        st->head = last->next;
+        if (!st->head) st->tail = NULL;
+        last->next = NULL;
+        apr_thread_mutex_unlock(st->mu);
+
+        apr_uint64_t commits, deliveries;
+        store_writer_run(st, batch, &commits, &deliveries);
+
+        apr_thread_mutex_lock(st->mu);
+        st->stats.commits += commits;
+        st->stats.deliveries += deliveries;
+        for (store_req_t *r = batch; r; r = r->next)
+            r->done = 1;
+        apr_thread_cond_broadcast(st->done);
+    }
+    apr_thread_mutex_unlock(st->mu);
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+apr_status_t store_writer_start(store_t *st)
+{
+    return apr_thread_create(&st->writer, NULL, store_writer_main, st, st->pool);
+}
+
+void store_writer_stop(store_t *st)
+{
+    apr_thread_mutex_lock(st->mu);
+    st->stopping = 1;
+    apr_thread_cond_signal(st->work);
+    apr_thread_mutex_unlock(st->mu);
+    if (st->writer) {
+        apr_status_t rv;
+        apr_thread_join(&rv, st->writer);
+        st->writer = NULL;
+    }
+}
+
+apr_status_t store_writer_submit(store_t *st, store_req_t *req)
+{
+    req->next = NULL;
+    req->done = 0;
+    req->status = PR_EIO;
+
+    if (st->opts.no_writer) {
+        apr_uint64_t commits = 0, deliveries = 0;
+        apr_thread_mutex_lock(st->sync_mu);
+        if (st->closed)
+            req->status = PR_ESHUTDOWN;
+        else
+            store_writer_run(st, req, &commits, &deliveries);
+        apr_thread_mutex_unlock(st->sync_mu);
+        apr_thread_mutex_lock(st->mu);
+        st->stats.commits += commits;
+        st->stats.deliveries += deliveries;
+        apr_thread_mutex_unlock(st->mu);
+        return req->status;
+    }
+
+    apr_thread_mutex_lock(st->mu);
+    if (st->stopping) {
+        apr_thread_mutex_unlock(st->mu);
+        return PR_ESHUTDOWN;
+    }
+    if (st->tail)
+        st->tail->next = req;
+    else
+        st->head = req;
+    st->tail = req;
+    apr_thread_cond_signal(st->work);
+    while (!req->done)
+        apr_thread_cond_wait(st->done, st->mu);
+    apr_thread_mutex_unlock(st->mu);
+    return req->status;
+}
+
+/* ---- The face's write operations. */
+
+apr_status_t store_deliver(store_t *st, const store_delivery_t *d, apr_array_header_t **uids_r,
+                           apr_pool_t *pool)
+{
+    if (!d || !d->body || d->n_local < 0 || d->n_remote < 0 || d->n_local + d->n_remote == 0 ||
+        (d->n_local && !d->local) || (d->n_remote && !d->remote))
+        return PR_EINVAL;
+    for (int i = 0; i < d->n_local; i++)
+        if (!d->local[i].user || (d->local[i].prefix_len && !d->local[i].prefix)) return PR_EINVAL;
+    for (int i = 0; i < d->n_remote; i++)
+        if (!d->remote[i]) return PR_EINVAL;
+
+    store_req_t req;
+    memset(&req, 0, sizeof(req));
+    req.kind = STORE_REQ_DELIVER;
+    req.d = d;
+    req.uids = d->n_local ? apr_pcalloc(pool, sizeof(apr_uint32_t) * (apr_size_t)d->n_local)
+                          : NULL;
+    apr_status_t rv = store_writer_submit(st, &req);
+    if (rv == APR_SUCCESS && uids_r) {
+        apr_array_header_t *a = apr_array_make(pool, d->n_local ? d->n_local : 1,
+                                               sizeof(apr_uint32_t));
+        for (int i = 0; i < d->n_local; i++)
+            APR_ARRAY_PUSH(a, apr_uint32_t) = req.uids[i];
+        *uids_r = a;
+    }
+    return rv;
+}
+
+apr_status_t store_message_flags_set(store_t *st, const char *user, const char *folder,
+                                     apr_uint32_t uid, apr_uint32_t flags)
+{
+    if (!user) return PR_EINVAL;
+    store_req_t req;
+    memset(&req, 0, sizeof(req));
+    req.kind = STORE_REQ_FLAGS;
+    req.user = user;
+    req.folder = store_folder_norm(folder);
+    req.uid = uid;
+    req.flags = flags;
+    return store_writer_submit(st, &req);
+}
+
+apr_status_t store_messages_expunge(store_t *st, const char *user, const char *folder,
+                                    const apr_uint32_t *uids, int n)
+{
+    if (!user || n < 0 || (n && !uids)) return PR_EINVAL;
+    store_req_t req;
+    memset(&req, 0, sizeof(req));
+    req.kind = STORE_REQ_EXPUNGE;
+    req.user = user;
+    req.folder = store_folder_norm(folder);
+    req.uid_list = uids;
+    req.n_uids = n;
+    return store_writer_submit(st, &req);
+}

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Helpers for tests/bench/smtp.sh (Python standard library only, Linux /proc).
+
+  bench_helper.py freeport                 print a free TCP port on 127.0.0.1
+  bench_helper.py tree PID                 print PID and all its descendants
+  bench_helper.py cpu PID                  CPU seconds of the process tree at PID:
+                                           sum over the live tree of
+                                           utime+stime+cutime+cstime, so the delta
+                                           of two readings also covers children
+                                           that exited (and were reaped) between them
+  bench_helper.py pss PID                  PSS of the process tree at PID, in KiB
+  bench_helper.py idle PORT N PID [HOLD]   open N SMTP sessions to 127.0.0.1:PORT,
+                                           read the greeting, EHLO, read the reply,
+                                           keep them open; print PSS (KiB) of the
+                                           tree at PID before and after, then close
+  bench_helper.py queue QDIR               number of messages in a Postfix queue
+                                           (incoming, active, deferred, maildrop, hold)
+  bench_helper.py waitqueue QDIR TIMEOUT   wait (bounded) until that queue is empty;
+                                           exit 1 if it is not empty in time
+  bench_helper.py count DIR                number of regular files below DIR
+  bench_helper.py busy                     CPU seconds the whole machine has been busy
+                                           (user+nice+system+irq+softirq, /proc/stat)
+  bench_helper.py run OUT TIMEOUT CMD...   run CMD (killed after TIMEOUT s); write
+                                           "exit_code wall_s cpu_s" of CMD to OUT
+  bench_helper.py strace FILE              "fsync fdatasync other" call counts from
+                                           an `strace -c` summary
+"""
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LOOPBACK = "127.0.0.1"  # the only address this benchmark ever talks to
+
+
+def stat_fields(pid):
+    """Fields of /proc/PID/stat after the command name (index 0 = state)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read().decode("ascii", "replace")
+    return data[data.rindex(")") + 2:].split()
+
+
+def all_parents():
+    parents = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            parents[int(name)] = int(stat_fields(name)[1])
+        except (OSError, ValueError, IndexError):
+            pass  # exited while we looked
+    return parents
+
+
+def tree(root):
+    parents = all_parents()
+    children = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def cpu_seconds(root):
+    total = 0
+    for pid in tree(root):
+        try:
+            f = stat_fields(pid)
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime are fields 14..17 of stat (1-based),
+        # i.e. 11..14 here (we dropped pid and comm).
+        total += sum(int(x) for x in f[11:15])
+    return total / CLK_TCK
+
+
+def pss_kib(root):
+    total = 0
+    for pid in tree(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def read_reply(sock, buf, deadline):
+    """Read one (possibly multi-line) SMTP reply; return (code, rest_of_buffer)."""
+    while True:
+        while b"\r\n" in buf or b"\n" in buf:
+            sep = b"\r\n" if b"\r\n" in buf else b"\n"
+            line, buf = buf.split(sep, 1)
+            if len(line) >= 4 and line[3:4] == b"-":
+                continue
+            return line[:3].decode("ascii", "replace"), buf
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no SMTP reply in time")
+        sock.settimeout(left)
+        data = sock.recv(4096)
+        if not data:
+            raise ConnectionError("connection closed by the server")
+        buf += data
+
+
+def idle(port, n, pid, hold):
+    time.sleep(1.0)
+    before = pss_kib(pid)
+    socks, problems = [], []
+    deadline = time.monotonic() + 60  # bounded: the whole setup within 60 s
+    for i in range(n):
+        try:
+            s = socket.create_connection((LOOPBACK, port), timeout=10)
+            code, buf = read_reply(s, b"", deadline)
+            if code != "220":
+                problems.append(f"session {i}: greeting {code}")
+            s.sendall(b"EHLO x\r\n")
+            code, buf = read_reply(s, buf, deadline)
+            if code != "250":
+                problems.append(f"session {i}: EHLO reply {code}")
+            socks.append(s)
+        except (OSError, TimeoutError, ConnectionError) as e:
+            problems.append(f"session {i}: {e}")
+    time.sleep(hold)  # let the server settle (lazy allocations, spawned processes)
+    after = pss_kib(pid)
+    for s in socks:
+        try:
+            s.sendall(b"QUIT\r\n")
+        except OSError:
+            pass
+        s.close()
+    print(f"{before} {after} {len(socks)} {len(problems)}")
+    for p in problems[:10]:
+        print(f"problem: {p}", file=sys.stderr)
+
+
+def queue_count(qdir):
+    n = 0
+    for sub in ("incoming", "active", "deferred", "maildrop", "hold"):
+        for _dirpath, _dirs, files in os.walk(os.path.join(qdir, sub)):
+            n += len(files)
+    return n
+
+
+def file_count(d):
+    n = 0
+    for dirpath, _dirs, files in os.walk(d):
+        n += sum(1 for f in files if os.path.isfile(os.path.join(dirpath, f)))
+    return n
+
+
+def strace_counts(path):
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            # rows: % time, seconds, usecs/call, calls, [errors], syscall
+            if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1].isidentifier():
+                try:
+                    counts[parts[-1]] = int(parts[3])
+                except ValueError:
+                    pass
+    fs, fds = counts.pop("fsync", 0), counts.pop("fdatasync", 0)
+    other = ",".join(f"{k}={v}" for k, v in sorted(counts.items()) if k != "total") or "-"
+    print(f"{fs} {fds} {other}")
+
+
+def machine_busy():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = v
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def run_timed(out, timeout, cmd):
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # survives exec (launchers)
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd)
+    try:
+        rc = p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        rc = 124
+    wall = time.monotonic() - t0
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(out, "w") as f:
+        cpu = ru.ru_utime + ru.ru_stime - r0.ru_utime - r0.ru_stime
+        f.write(f"{rc} {wall:.3f} {cpu:.2f}\n")
+
+
+def main(argv):
+    if len(argv) < 2:
+        sys.exit(__doc__)
+    cmd, args = argv[1], argv[2:]
+    if cmd == "freeport":
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            print(s.getsockname()[1])
+    elif cmd == "tree":
+        print(" ".join(str(p) for p in tree(int(args[0]))))
+    elif cmd == "cpu":
+        print(f"{cpu_seconds(int(args[0])):.2f}")
+    elif cmd == "pss":
+        print(pss_kib(int(args[0])))
+    elif cmd == "idle":
+        idle(int(args[0]), int(args[1]), int(args[2]), float(args[3]) if len(args) > 3 else 2.0)
+    elif cmd == "queue":
+        print(queue_count(args[0]))
+    elif cmd == "waitqueue":
+        deadline = time.monotonic() + float(args[1])
+        while queue_count(args[0]) != 0:
+            if time.monotonic() > deadline:
+                sys.exit(1)
+            time.sleep(0.1)
+    elif cmd == "count":
+        print(file_count(args[0]))
+    elif cmd == "busy":
+        print(f"{machine_busy():.2f}")
+    elif cmd == "run":
+        run_timed(args[0], float(args[1]), args[2:])
+    elif cmd == "strace":
+        strace_counts(args[0])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

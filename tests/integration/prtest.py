@@ -1,0 +1,154 @@
+"""Shared harness for integration tests: start a real postroomd on loopback
+with a temporary data dir and free ports, manage users with the real
+`postroom` CLI, and stop it by its PID. Standard library only."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+POSTROOMD = os.environ.get("POSTROOMD", "build/service/postroomd")
+POSTROOM = os.environ.get("POSTROOM", "build/admin/postroom")
+TMP_ROOT = os.environ.get("PR_TEST_TMP", tempfile.gettempdir())
+HOST = "127.0.0.1"
+
+
+def free_port():
+    """A port nobody listens on now (the daemon binds it right after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("port %d never opened" % port)
+
+
+class Server:
+    """One postroomd with its own data dir, config and ports."""
+
+    def __init__(self, name="t", extra=None, domains="example.test, staff.example.test"):
+        os.makedirs(TMP_ROOT, exist_ok=True)
+        self.dir = tempfile.mkdtemp(prefix="postroom-%s-" % name, dir=TMP_ROOT)
+        self.data_dir = os.path.join(self.dir, "data")
+        self.smtp_port = free_port()
+        self.submission_port = free_port()
+        self.smtps_port = free_port()
+        self.conf = os.path.join(self.dir, "postroom.conf")
+        self.log = os.path.join(self.dir, "postroomd.log")
+        self.proc = None
+        sections = {
+            "server": {
+                "hostname": "mail.example.test",
+                "domains": domains,
+                "data_dir": self.data_dir,
+                "log": self.log,
+                "log_level": "debug",
+            },
+            "smtp": {
+                "listen": "%s:%d" % (HOST, self.smtp_port),
+                "submission": "%s:%d" % (HOST, self.submission_port),
+                "smtps": "%s:%d" % (HOST, self.smtps_port),
+                "relay_networks": "",
+            },
+        }
+        for key, value in (extra or {}).items():
+            sec, k = key.split(".", 1)
+            sections.setdefault(sec, {})[k] = value
+        with open(self.conf, "w") as f:
+            for sec, kv in sections.items():
+                f.write("[%s]\n" % sec)
+                for k, v in kv.items():
+                    f.write("%s = %s\n" % (k, v))
+
+    def cli(self, *args, input=None, check=True):
+        r = subprocess.run([POSTROOM, "-c", self.conf] + list(args), input=input,
+                           capture_output=True, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError("postroom %s failed (%d): %s" %
+                                 (" ".join(args), r.returncode, r.stderr.decode(errors="replace")))
+        return r
+
+    def add_user(self, address, password):
+        self.cli("user", "add", address, "--password-stdin", input=(password + "\n").encode())
+
+    def start(self):
+        with open(self.log + ".stderr", "ab") as err:
+            self.proc = subprocess.Popen([POSTROOMD, "-c", self.conf, "-f"],
+                                         stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_port(self.smtp_port)
+        except RuntimeError:
+            self.proc.kill()
+            raise RuntimeError("postroomd did not start:\n" + self.log_text())
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("postroomd did not stop on %s" % sig)
+        rc = self.proc.returncode if self.proc else None
+        self.proc = None
+        return rc
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def log_text(self):
+        out = ""
+        for p in (self.log, self.log + ".stderr"):
+            if os.path.exists(p):
+                with open(p, errors="replace") as f:
+                    out += f.read()
+        return out
+
+    def mailbox_count(self, address):
+        """Messages in the INBOX, per `postroom mailbox show`."""
+        out = self.cli("mailbox", "show", address).stdout.decode()
+        for line in out.splitlines():
+            parts = line.split()
+            if parts and parts[0] == "INBOX":
+                return int(parts[1])
+        return 0
+
+    def message(self, address, uid, folder=None):
+        args = ["mailbox", "cat", address, str(uid)] + ([folder] if folder else [])
+        return self.cli(*args).stdout
+
+    def cleanup(self):
+        if self.proc:
+            self.stop()
+        if os.environ.get("PR_KEEP_TMP") is None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def split_stored(raw):
+    """Split a stored message into (trace header prefix lines, original)."""
+    lines = raw.split(b"\r\n")
+    i = 0
+    while i < len(lines) and (lines[i].startswith(b"Return-Path:") or lines[i].startswith(b"Received:")
+                              or lines[i].startswith(b"\t")):
+        i += 1
+    return b"\r\n".join(lines[:i]) + b"\r\n", b"\r\n".join(lines[i:])
+
+
+def main():
+    unittest.main(verbosity=2, buffer=False)

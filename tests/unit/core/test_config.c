@@ -1,0 +1,674 @@
+/* Unit tests for postroom.conf parsing: every value type good and bad,
+ * defaults, line-numbered errors, list and listener semantics. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <apr_general.h>
+#include <apr_file_io.h>
+#include <apr_strings.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "service/core/config.h"
+#include "service/core/status.h"
+
+static apr_pool_t *pool;
+
+static int setup(void **state)
+{
+    (void)state;
+    return apr_pool_create(&pool, NULL) == APR_SUCCESS ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    apr_pool_destroy(pool);
+    return 0;
+}
+
+/* Parses text that must be valid. */
+static pr_config_t *ok(const char *text)
+{
+    pr_config_t *cfg = NULL;
+    const char *err = NULL;
+    apr_status_t st = pr_config_parse_string(&cfg, text, "t.conf", &err, pool);
+    if (st != APR_SUCCESS) fail_msg("unexpected error: %s", err ? err : "(none)");
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/* Parses text that must be refused; returns the message. */
+static const char *bad(const char *text)
+{
+    pr_config_t *cfg = NULL;
+    const char *err = NULL;
+    apr_status_t st = pr_config_parse_string(&cfg, text, "t.conf", &err, pool);
+    if (st == APR_SUCCESS) fail_msg("accepted bad config:\n%s", text);
+    assert_int_equal(st, PR_EINVAL);
+    assert_non_null(err);
+    return err;
+}
+
+static void assert_error(const char *text, const char *expected)
+{
+    const char *err = bad(text);
+    if (strcmp(err, expected) != 0) fail_msg("got '%s'\nwant '%s'", err, expected);
+}
+
+static void assert_error_prefix(const char *text, const char *expected)
+{
+    const char *err = bad(text);
+    if (strncmp(err, expected, strlen(expected)) != 0)
+        fail_msg("got '%s'\nwant prefix '%s'", err, expected);
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("");
+    assert_string_equal(cfg->path, "t.conf");
+    assert_non_null(cfg->server.hostname);
+    assert_true(strlen(cfg->server.hostname) > 0);
+    assert_int_equal(cfg->server.domains.n, 0);
+    assert_string_equal(cfg->server.data_dir, "/var/lib/postroom");
+    assert_string_equal(cfg->server.pidfile, "/var/lib/postroom/postroomd.pid");
+    assert_string_equal(cfg->server.log, "stderr");
+    assert_int_equal(cfg->server.log_level, PR_LOG_INFO);
+    assert_int_equal(cfg->server.max_connections, 2000);
+    assert_int_equal(cfg->server.max_connections_per_address, 50);
+    assert_int_equal(cfg->server.limit_exempt_networks.n, 0);
+    assert_true(cfg->server.shutdown_grace == apr_time_from_sec(60));
+
+    assert_int_equal(cfg->smtp.listen.n, 1);
+    assert_string_equal(cfg->smtp.listen.v[0].host, "0.0.0.0");
+    assert_int_equal(cfg->smtp.listen.v[0].port, 25);
+    assert_int_equal(cfg->smtp.submission.n, 1);
+    assert_int_equal(cfg->smtp.submission.v[0].port, 587);
+    assert_int_equal(cfg->smtp.smtps.n, 1);
+    assert_int_equal(cfg->smtp.smtps.v[0].port, 465);
+    assert_true(cfg->smtp.max_message_size == 25 * 1024 * 1024);
+    assert_int_equal(cfg->smtp.max_recipients, 100);
+    assert_int_equal(cfg->smtp.relay_networks.n, 2);
+    assert_true(pr_cidr_match_text(cfg->smtp.relay_networks.v, 2, "127.0.0.1"));
+    assert_true(pr_cidr_match_text(cfg->smtp.relay_networks.v, 2, "::1"));
+    assert_false(pr_cidr_match_text(cfg->smtp.relay_networks.v, 2, "192.0.2.1"));
+    assert_int_equal(cfg->smtp.allow_plaintext_auth, 0);
+    assert_int_equal(cfg->smtp.vrfy, 0);
+    assert_int_equal(cfg->smtp.expn, 0);
+    assert_true(cfg->smtp.command_timeout == apr_time_from_sec(300));
+    assert_true(cfg->smtp.data_timeout == apr_time_from_sec(180));
+    assert_int_equal(cfg->smtp.max_errors, 10);
+
+    assert_true(cfg->store.min_free_space == 0);
+    assert_string_equal(cfg->tls.certificate, "");
+    assert_string_equal(cfg->tls.key, "");
+    assert_int_equal(cfg->tls.min_version, TLS1_2_VERSION);
+    assert_string_equal(cfg->directory.backend, "local");
+
+    /* pr_config_defaults alone gives the same. */
+    pr_config_t d;
+    pr_config_defaults(&d, pool);
+    assert_string_equal(d.server.pidfile, "/var/lib/postroom/postroomd.pid");
+    assert_int_equal(d.smtp.max_recipients, 100);
+}
+
+static void test_full_config(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("; a complete file\n"
+                          "[server]\n"
+                          "hostname = Mail.Example.ORG\n"
+                          "domains = Example.org, staff.example.org\n"
+                          "data_dir = /srv/postroom\n"
+                          "log = syslog\n"
+                          "log_level = debug\n"
+                          "max_connections = 100\n"
+                          "max_connections_per_address = 5\n"
+                          "limit_exempt_networks = 10.0.0.0/8\n"
+                          "shutdown_grace = 2m\n"
+                          "\n"
+                          "[smtp]\n"
+                          "listen = 127.0.0.1:2525, [::1]:2525\n"
+                          "submission = 127.0.0.1:2587\n"
+                          "smtps =\n"
+                          "max_message_size = 10m\n"
+                          "max_recipients = 50\n"
+                          "relay_networks = 192.168.0.0/16 ; the school LAN\n"
+                          "allow_plaintext_auth = yes\n"
+                          "vrfy = YES\n"
+                          "expn = no\n"
+                          "command_timeout = 10m\n"
+                          "data_timeout = 90\n"
+                          "max_errors = 3\n"
+                          "[store]\n"
+                          "min_free_space = 1g\n"
+                          "[tls]\n"
+                          "certificate = /etc/postroom/cert.pem\n"
+                          "key = /etc/postroom/key.pem\n"
+                          "min_version = TLSv1.3\n"
+                          "[directory]\n"
+                          "backend = local\n");
+    assert_string_equal(cfg->server.hostname, "mail.example.org");
+    assert_int_equal(cfg->server.domains.n, 2);
+    assert_string_equal(cfg->server.domains.v[0], "example.org");
+    assert_string_equal(cfg->server.domains.v[1], "staff.example.org");
+    assert_string_equal(cfg->server.data_dir, "/srv/postroom");
+    assert_string_equal(cfg->server.pidfile, "/srv/postroom/postroomd.pid");
+    assert_string_equal(cfg->server.log, "syslog");
+    assert_int_equal(cfg->server.log_level, PR_LOG_DEBUG);
+    assert_int_equal(cfg->server.max_connections, 100);
+    assert_int_equal(cfg->server.max_connections_per_address, 5);
+    assert_int_equal(cfg->server.limit_exempt_networks.n, 1);
+    assert_true(cfg->server.shutdown_grace == apr_time_from_sec(120));
+    assert_int_equal(cfg->smtp.listen.n, 2);
+    assert_string_equal(cfg->smtp.listen.v[0].host, "127.0.0.1");
+    assert_int_equal(cfg->smtp.listen.v[0].port, 2525);
+    assert_string_equal(cfg->smtp.listen.v[1].host, "::1");
+    assert_int_equal(cfg->smtp.listen.v[1].port, 2525);
+    assert_int_equal(cfg->smtp.submission.n, 1);
+    assert_int_equal(cfg->smtp.smtps.n, 0);
+    assert_true(cfg->smtp.max_message_size == 10 * 1024 * 1024);
+    assert_int_equal(cfg->smtp.max_recipients, 50);
+    assert_int_equal(cfg->smtp.relay_networks.n, 1);
+    assert_true(pr_cidr_match_text(cfg->smtp.relay_networks.v, 1, "192.168.7.8"));
+    assert_false(pr_cidr_match_text(cfg->smtp.relay_networks.v, 1, "127.0.0.1"));
+    assert_int_equal(cfg->smtp.allow_plaintext_auth, 1);
+    assert_int_equal(cfg->smtp.vrfy, 1);
+    assert_int_equal(cfg->smtp.expn, 0);
+    assert_true(cfg->smtp.command_timeout == apr_time_from_sec(600));
+    assert_true(cfg->smtp.data_timeout == apr_time_from_sec(90));
+    assert_int_equal(cfg->smtp.max_errors, 3);
+    assert_true(cfg->store.min_free_space == 1024 * 1024 * 1024);
+    assert_string_equal(cfg->tls.certificate, "/etc/postroom/cert.pem");
+    assert_string_equal(cfg->tls.key, "/etc/postroom/key.pem");
+    assert_int_equal(cfg->tls.min_version, TLS1_3_VERSION);
+    assert_string_equal(cfg->directory.backend, "local");
+}
+
+static void test_pidfile_follows_data_dir(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("[server]\ndata_dir = /srv/pr/\n");
+    assert_string_equal(cfg->server.pidfile, "/srv/pr/postroomd.pid");
+    /* An explicit pidfile wins, whichever comes first. */
+    cfg = ok("[server]\npidfile = /run/p.pid\ndata_dir = /srv/pr\n");
+    assert_string_equal(cfg->server.pidfile, "/run/p.pid");
+    cfg = ok("[server]\ndata_dir = /srv/pr\npidfile = /run/p.pid\n");
+    assert_string_equal(cfg->server.pidfile, "/run/p.pid");
+}
+
+static void test_bool(void **state)
+{
+    (void)state;
+    int v = -1;
+    assert_int_equal(pr_parse_bool(&v, "yes"), APR_SUCCESS);
+    assert_int_equal(v, 1);
+    assert_int_equal(pr_parse_bool(&v, "No"), APR_SUCCESS);
+    assert_int_equal(v, 0);
+    assert_int_equal(pr_parse_bool(&v, "YES"), APR_SUCCESS);
+    assert_int_equal(v, 1);
+    const char *badv[] = {"", "true", "false", "on", "off", "1", "0", "y", "yes ", " no", "yess"};
+    for (size_t i = 0; i < sizeof(badv) / sizeof(badv[0]); i++)
+        assert_int_equal(pr_parse_bool(&v, badv[i]), PR_EINVAL);
+    assert_int_equal(pr_parse_bool(&v, NULL), PR_EINVAL);
+
+    assert_error("[smtp]\nvrfy = true\n",
+                 "t.conf:2: [smtp] vrfy: bad boolean 'true' (use yes or no)");
+    assert_error("[smtp]\nexpn =\n", "t.conf:2: [smtp] expn: empty value");
+}
+
+static void test_duration(void **state)
+{
+    (void)state;
+    apr_time_t t;
+    struct {
+        const char *text;
+        apr_int64_t sec;
+    } good[] = {{"0", 0},
+                {"30", 30},
+                {"30s", 30},
+                {"5m", 300},
+                {"4h", 14400},
+                {"5d", 432000},
+                {"007", 7},
+                {"106751991d", 106751991LL * 86400},
+                {"9223372036854", 9223372036854LL}};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_int_equal(pr_parse_duration(&t, good[i].text), APR_SUCCESS);
+        assert_true(t == apr_time_from_sec(good[i].sec));
+    }
+    const char *badv[] = {"",
+                          "-5",
+                          "+5",
+                          "5x",
+                          "5 m",
+                          "5M",
+                          "m",
+                          "5mm",
+                          "1.5h",
+                          " 5",
+                          "5 ",
+                          "0x10",
+                          "106751992d",
+                          "99999999999999999999",
+                          "9223372036855s"};
+    for (size_t i = 0; i < sizeof(badv) / sizeof(badv[0]); i++) {
+        if (pr_parse_duration(&t, badv[i]) != PR_EINVAL) fail_msg("accepted '%s'", badv[i]);
+    }
+    assert_int_equal(pr_parse_duration(&t, NULL), PR_EINVAL);
+
+    assert_error("[smtp]\n\ncommand_timeout = 5x\n",
+                 "t.conf:3: [smtp] command_timeout: bad duration '5x'");
+    assert_error("[smtp]\ndata_timeout = -1\n", "t.conf:2: [smtp] data_timeout: bad duration '-1'");
+    assert_error_prefix("[smtp]\ndata_timeout = 0\n",
+                        "t.conf:2: [smtp] data_timeout: 0 is out of range");
+    assert_error_prefix("[server]\nshutdown_grace = 400d\n",
+                        "t.conf:2: [server] shutdown_grace: 400d is out of range");
+    pr_config_t *cfg = ok("[server]\nshutdown_grace = 0\n");
+    assert_true(cfg->server.shutdown_grace == 0);
+}
+
+static void test_size(void **state)
+{
+    (void)state;
+    apr_off_t v;
+    struct {
+        const char *text;
+        apr_int64_t bytes;
+    } good[] = {{"0", 0},
+                {"26214400", 26214400},
+                {"25m", 25 * 1024 * 1024},
+                {"25M", 25 * 1024 * 1024},
+                {"1k", 1024},
+                {"1K", 1024},
+                {"2g", 2LL * 1024 * 1024 * 1024},
+                {"9223372036854775807", INT64_MAX},
+                {"8589934591g", 8589934591LL * 1024 * 1024 * 1024}};
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        assert_int_equal(pr_parse_size(&v, good[i].text), APR_SUCCESS);
+        assert_true(v == good[i].bytes);
+    }
+    const char *badv[] = {"",
+                          "ten",
+                          "25mb",
+                          "-1",
+                          "+1",
+                          "1.5m",
+                          "1 k",
+                          "k",
+                          "1t",
+                          " 1",
+                          "1 ",
+                          "0x10",
+                          "9223372036854775808",
+                          "8589934592g",
+                          "9007199254740992k",
+                          "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof(badv) / sizeof(badv[0]); i++) {
+        if (pr_parse_size(&v, badv[i]) != PR_EINVAL) fail_msg("accepted '%s'", badv[i]);
+    }
+
+    /* The message format an admin sees (line 12). */
+    assert_error("[smtp]\n\n\n\n\n\n\n\n\n\n\nmax_message_size = ten\n",
+                 "t.conf:12: [smtp] max_message_size: bad size 'ten'");
+    assert_error_prefix("[smtp]\nmax_message_size = 0\n",
+                        "t.conf:2: [smtp] max_message_size: 0 is out of range");
+    assert_error_prefix("[smtp]\nmax_message_size = 2000g\n",
+                        "t.conf:2: [smtp] max_message_size: 2000g is out of range");
+    assert_error("[store]\nmin_free_space = 1x\n",
+                 "t.conf:2: [store] min_free_space: bad size '1x'");
+}
+
+static void test_int_ranges(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("[server]\nmax_connections = 100000\n[smtp]\nmax_recipients = 1\n");
+    assert_int_equal(cfg->server.max_connections, 100000);
+    assert_int_equal(cfg->smtp.max_recipients, 1);
+    assert_error("[server]\nmax_connections = 0\n",
+                 "t.conf:2: [server] max_connections: 0 is out of range (1..100000)");
+    assert_error("[server]\nmax_connections = 100001\n",
+                 "t.conf:2: [server] max_connections: 100001 is out of range (1..100000)");
+    assert_error("[smtp]\nmax_recipients = 12a\n",
+                 "t.conf:2: [smtp] max_recipients: bad number '12a'");
+    assert_error("[smtp]\nmax_recipients = -1\n",
+                 "t.conf:2: [smtp] max_recipients: bad number '-1'");
+    assert_error("[smtp]\nmax_errors = 99999999999999999999999\n",
+                 "t.conf:2: [smtp] max_errors: bad number '99999999999999999999999'");
+    assert_error_prefix("[server]\nmax_connections_per_address = 0\n",
+                        "t.conf:2: [server] max_connections_per_address: 0 is out of range");
+}
+
+static void test_unknown_and_structure(void **state)
+{
+    (void)state;
+    assert_error("[smtp]\nlisten = 0.0.0.0:25\nfoo = 1\n", "t.conf:3: unknown key 'foo' in [smtp]");
+    /* An unknown section is an error even with no keys in it. */
+    assert_error("[server]\n\n[pop3]\n", "t.conf:3: unknown section [pop3]");
+    assert_error("[server]\n[ldap]\nuri = ldap://x\n", "t.conf:2: unknown section [ldap]");
+    assert_error("hostname = x\n", "t.conf:1: key 'hostname' outside any section");
+    assert_error("[smtp]\nvrfy = no\n\nvrfy = yes\n",
+                 "t.conf:4: [smtp] vrfy: duplicate key (first set on line 2)");
+    /* Duplicate across two blocks of the same section. */
+    assert_error("[smtp]\nvrfy = no\n[server]\n[smtp]\nVRFY = yes\n",
+                 "t.conf:5: [smtp] vrfy: duplicate key (first set on line 2)");
+    assert_error_prefix("[smtp]\njust words\n", "t.conf:2: syntax error");
+    assert_error("[smtp\nvrfy = no\n", "t.conf:1: syntax error: bad section header");
+    assert_error_prefix("[smtp] junk\n", "t.conf:1: syntax error");
+    assert_error("[smtp] vrfy = yes\n", "t.conf:1: syntax error: bad section header");
+    assert_error("[smtp]\nvrfy = no\n[tls] key = x\n",
+                 "t.conf:3: syntax error: bad section header");
+    assert_error("[smtp]\n= 5\n", "t.conf:2: unknown key '' in [smtp]");
+    /* A key of a different section is unknown here. */
+    assert_error("[tls]\nhostname = x\n", "t.conf:2: unknown key 'hostname' in [tls]");
+    /* The first error is reported, not a later one. */
+    assert_error("[smtp]\nvrfy = maybe\nfoo = 1\n",
+                 "t.conf:2: [smtp] vrfy: bad boolean 'maybe' (use yes or no)");
+    assert_error("[smtp]\nvrfy = maybe\njunk\n",
+                 "t.conf:2: [smtp] vrfy: bad boolean 'maybe' (use yes or no)");
+}
+
+static void test_lexical(void **state)
+{
+    (void)state;
+    /* Case-insensitive names, CRLF, BOM, comments, ':' separator. */
+    pr_config_t *cfg = ok("\xEF\xBB\xBF# comment\r\n"
+                          "[SMTP]\r\n"
+                          "Max_Recipients = 7   ; inline comment\r\n"
+                          "   vrfy = yes\r\n"
+                          "expn: yes\r\n"
+                          "  [ tls ]  ; indented header\n"
+                          "key = /k;no-comment\n");
+    assert_int_equal(cfg->smtp.max_recipients, 7);
+    assert_int_equal(cfg->smtp.vrfy, 1);
+    assert_int_equal(cfg->smtp.expn, 1);
+    assert_string_equal(cfg->tls.key, "/k;no-comment");
+    /* A file without a final newline. */
+    cfg = ok("[smtp]\nmax_recipients = 9");
+    assert_int_equal(cfg->smtp.max_recipients, 9);
+}
+
+static void test_long_lines_and_continuation(void **state)
+{
+    (void)state;
+    char *text = apr_pstrcat(pool, "[server]\nhostname = ", NULL);
+    for (int i = 0; i < 40; i++)
+        text = apr_pstrcat(pool, text, "abcdefgh.", NULL);
+    text = apr_pstrcat(pool, text, "org\n", NULL);
+    assert_error_prefix(text, "t.conf:2: line too long");
+
+    /* Lists continue on indented lines, with or without a trailing comma. */
+    pr_config_t *cfg = ok("[server]\n"
+                          "domains = a.example.org,\n"
+                          "    b.example.org\n"
+                          "\n"
+                          "    c.example.org, d.example.org\n"
+                          "data_dir = /x\n");
+    assert_int_equal(cfg->server.domains.n, 4);
+    assert_string_equal(cfg->server.domains.v[2], "c.example.org");
+    assert_string_equal(cfg->server.data_dir, "/x");
+    cfg = ok("[smtp]\nrelay_networks =\n  10.0.0.0/8\n  192.168.0.0/16\n");
+    assert_int_equal(cfg->smtp.relay_networks.n, 2);
+    assert_error("[server]\ndata_dir = /x\n  /y\n",
+                 "t.conf:3: [server] data_dir: only lists may continue on an indented line (got "
+                 "'/y')");
+    /* An error in a continued value names the key's line. */
+    assert_error("[server]\ndomains = a.org,\n  b_c.org\n",
+                 "t.conf:2: [server] domains: bad domain 'b_c.org'");
+}
+
+static void test_lists(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("[smtp]\nrelay_networks =\n");
+    assert_int_equal(cfg->smtp.relay_networks.n, 0);
+    assert_false(
+        pr_cidr_match_text(cfg->smtp.relay_networks.v, cfg->smtp.relay_networks.n, "127.0.0.1"));
+    cfg = ok("[smtp]\nrelay_networks = 10.0.0.0/8 ,  ::1 ,192.0.2.7\n");
+    assert_int_equal(cfg->smtp.relay_networks.n, 3);
+    assert_true(pr_cidr_match_text(cfg->smtp.relay_networks.v, 3, "192.0.2.7"));
+    assert_false(pr_cidr_match_text(cfg->smtp.relay_networks.v, 3, "192.0.2.8"));
+
+    assert_error("[smtp]\nrelay_networks = 10.0.0.0/8, , ::1\n",
+                 "t.conf:2: [smtp] relay_networks: empty item in list '10.0.0.0/8, , ::1'");
+    assert_error_prefix("[smtp]\nrelay_networks = 10.0.0.0/8,\n",
+                        "t.conf:2: [smtp] relay_networks: empty item in list");
+    assert_error_prefix("[smtp]\nrelay_networks = ,10.0.0.0/8\n",
+                        "t.conf:2: [smtp] relay_networks: empty item in list");
+    assert_error_prefix("[smtp]\nrelay_networks = 10.0.0.0/33\n",
+                        "t.conf:2: [smtp] relay_networks: bad network '10.0.0.0/33'");
+    assert_error_prefix("[server]\nlimit_exempt_networks = lan\n",
+                        "t.conf:2: [server] limit_exempt_networks: bad network 'lan'");
+
+    cfg = ok("[server]\ndomains =\n");
+    assert_int_equal(cfg->server.domains.n, 0);
+    /* Duplicates collapse; case folds. */
+    cfg = ok("[server]\ndomains = a.org, A.ORG, b.org\n");
+    assert_int_equal(cfg->server.domains.n, 2);
+}
+
+static void test_domains(void **state)
+{
+    (void)state;
+    const char *d;
+    assert_int_equal(pr_parse_domain(&d, "Example.ORG", pool), APR_SUCCESS);
+    assert_string_equal(d, "example.org");
+    assert_int_equal(pr_parse_domain(&d, "localhost", pool), APR_SUCCESS);
+    assert_int_equal(pr_parse_domain(&d, "xn--bcher-kva.example", pool), APR_SUCCESS);
+    assert_int_equal(pr_parse_domain(&d, "a-b.c1.org", pool), APR_SUCCESS);
+    const char *badv[] = {"",        "a..b", ".org",  "a.org.", "-a.org", "a-.org", "ex_ample.org",
+                          "a b.org", "a@b",  "é.org", "a.org/x"};
+    for (size_t i = 0; i < sizeof(badv) / sizeof(badv[0]); i++) {
+        if (pr_parse_domain(&d, badv[i], pool) != PR_EINVAL) fail_msg("accepted '%s'", badv[i]);
+    }
+    char label[80];
+    memset(label, 'a', 64);
+    strcpy(label + 64, ".org");
+    assert_int_equal(pr_parse_domain(&d, label, pool), PR_EINVAL);
+    memmove(label + 1, label + 2, strlen(label + 2) + 1); /* a 63-character label */
+    assert_int_equal(pr_parse_domain(&d, label, pool), APR_SUCCESS);
+
+    pr_config_t *cfg = ok("[server]\ndomains = Example.org, staff.example.org\n");
+    assert_true(pr_config_is_local_domain(cfg, "example.org"));
+    assert_true(pr_config_is_local_domain(cfg, "EXAMPLE.Org"));
+    assert_true(pr_config_is_local_domain(cfg, "staff.example.org."));
+    assert_false(pr_config_is_local_domain(cfg, "other.org"));
+    assert_false(pr_config_is_local_domain(cfg, "example.or"));
+    assert_false(pr_config_is_local_domain(cfg, "xexample.org"));
+    assert_false(pr_config_is_local_domain(cfg, NULL));
+
+    assert_error("[server]\ndomains = example.org, bad..org\n",
+                 "t.conf:2: [server] domains: bad domain 'bad..org'");
+    assert_error("[server]\nhostname = mail example\n",
+                 "t.conf:2: [server] hostname: bad host name 'mail example'");
+    assert_error("[server]\nhostname =\n", "t.conf:2: [server] hostname: empty value");
+}
+
+static void test_listeners(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("[smtp]\nlisten = 127.0.0.1:2525, [::1]:2525, localhost:2526\n"
+                          "submission =\nsmtps =\n");
+    assert_int_equal(cfg->smtp.listen.n, 3);
+    assert_string_equal(cfg->smtp.listen.v[1].host, "::1");
+    assert_string_equal(cfg->smtp.listen.v[2].host, "localhost");
+    assert_int_equal(cfg->smtp.listen.v[2].port, 2526);
+    assert_int_equal(cfg->smtp.submission.n, 0);
+    assert_int_equal(cfg->smtp.smtps.n, 0);
+
+    cfg = ok("[smtp]\nlisten = [::]:25\n");
+    assert_string_equal(cfg->smtp.listen.v[0].host, "::");
+
+    assert_error_prefix("[smtp]\nlisten = 127.0.0.1\n",
+                        "t.conf:2: [smtp] listen: bad address:port '127.0.0.1'");
+    assert_error_prefix("[smtp]\nsubmission = ::1:587\n",
+                        "t.conf:2: [smtp] submission: bad address:port '::1:587'");
+    assert_error_prefix("[smtp]\nsmtps = 0.0.0.0:99999\n",
+                        "t.conf:2: [smtp] smtps: bad address:port '0.0.0.0:99999'");
+    /* Two listeners on one address. */
+    assert_error("[smtp]\nlisten = 0.0.0.0:2525, 0.0.0.0:2525\n",
+                 "t.conf:2: [smtp] listen: 0.0.0.0:2525 is listed twice");
+    assert_error("[smtp]\nlisten = 0.0.0.0:2525\nsubmission = 0.0.0.0:2525\n",
+                 "t.conf:3: [smtp] submission: 0.0.0.0:2525 is also used by [smtp] listen");
+    /* Against a default: blame the key that was set. */
+    assert_error("[smtp]\nsmtps = 0.0.0.0:25\n",
+                 "t.conf:2: [smtp] smtps: 0.0.0.0:25 is also used by [smtp] listen");
+}
+
+static void test_enums(void **state)
+{
+    (void)state;
+    struct {
+        const char *text;
+        int version;
+    } tls[] = {{"TLSv1", TLS1_VERSION},
+               {"TLSv1.0", TLS1_VERSION},
+               {"TLSv1.1", TLS1_1_VERSION},
+               {"TLSv1.2", TLS1_2_VERSION},
+               {"tlsv1.3", TLS1_3_VERSION}};
+    for (size_t i = 0; i < sizeof(tls) / sizeof(tls[0]); i++) {
+        pr_config_t *cfg = ok(apr_psprintf(pool, "[tls]\nmin_version = %s\n", tls[i].text));
+        assert_int_equal(cfg->tls.min_version, tls[i].version);
+    }
+    assert_error("[tls]\nmin_version = SSLv3\n",
+                 "t.conf:2: [tls] min_version: bad TLS version 'SSLv3' (use TLSv1, TLSv1.1, "
+                 "TLSv1.2 or TLSv1.3)");
+    assert_error_prefix("[tls]\nmin_version = TLSv1.4\n", "t.conf:2: [tls] min_version: bad TLS");
+
+    const char *levels[] = {"debug", "info", "warning", "ERROR"};
+    pr_log_level_e want[] = {PR_LOG_DEBUG, PR_LOG_INFO, PR_LOG_WARN, PR_LOG_ERROR};
+    for (int i = 0; i < 4; i++) {
+        pr_config_t *cfg = ok(apr_psprintf(pool, "[server]\nlog_level = %s\n", levels[i]));
+        assert_int_equal(cfg->server.log_level, want[i]);
+    }
+    assert_error_prefix("[server]\nlog_level = loud\n",
+                        "t.conf:2: [server] log_level: bad log level 'loud'");
+
+    pr_config_t *cfg = ok("[server]\nlog = /var/log/postroom.log\n");
+    assert_string_equal(cfg->server.log, "/var/log/postroom.log");
+    cfg = ok("[server]\nlog = STDERR\n");
+    assert_string_equal(cfg->server.log, "stderr");
+    assert_error("[server]\nlog =\n", "t.conf:2: [server] log: empty value");
+
+    assert_error("[directory]\nbackend = ldap\n",
+                 "t.conf:2: [directory] backend: backend 'ldap' is not available in this build");
+    assert_error("[directory]\nbackend = nis\n",
+                 "t.conf:2: [directory] backend: unknown backend 'nis' (use local)");
+    cfg = ok("[tls]\ncertificate =\nkey =\n");
+    assert_string_equal(cfg->tls.certificate, "");
+}
+
+static void test_min_free_space(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("");
+    assert_true(pr_config_min_free_space(cfg) == (apr_off_t)25 * 1024 * 1024 * 3 / 2);
+    cfg = ok("[smtp]\nmax_message_size = 10m\n");
+    assert_true(pr_config_min_free_space(cfg) == (apr_off_t)15 * 1024 * 1024);
+    cfg = ok("[smtp]\nmax_message_size = 10m\n[store]\nmin_free_space = 1g\n");
+    assert_true(pr_config_min_free_space(cfg) == (apr_off_t)1024 * 1024 * 1024);
+    cfg = ok("[store]\nmin_free_space = 0\n");
+    assert_true(pr_config_min_free_space(cfg) == (apr_off_t)25 * 1024 * 1024 * 3 / 2);
+}
+
+static void test_messages_are_clean(void **state)
+{
+    (void)state;
+    /* Control characters from the file do not reach the terminal or log. */
+    const char *err = bad("[smtp]\nvrfy = a\x1b[31mb\n");
+    for (const char *p = err; *p; p++)
+        assert_true((unsigned char)*p >= 0x20);
+    /* Long values are cut in messages. */
+    char *text = apr_pstrcat(pool, "[smtp]\nvrfy = ", NULL);
+    for (int i = 0; i < 15; i++)
+        text = apr_pstrcat(pool, text, "abcdefghij", NULL);
+    err = bad(text);
+    assert_true(strlen(err) < 160);
+    assert_non_null(strstr(err, "..."));
+}
+
+static const char *tmpdir(void)
+{
+    const char *d = getenv("PR_TEST_TMP");
+    if (!d || !*d) d = "/tmp";
+    apr_dir_make_recursive(d, APR_FPROT_OS_DEFAULT, pool);
+    return d;
+}
+
+static const char *write_file(const char *name, const char *data, apr_size_t len)
+{
+    const char *path = apr_psprintf(pool, "%s/%s.%ld", tmpdir(), name, (long)getpid());
+    apr_file_t *f;
+    assert_int_equal(
+        apr_file_open(&f, path,
+                      APR_FOPEN_WRITE | APR_FOPEN_CREATE | APR_FOPEN_TRUNCATE | APR_FOPEN_BINARY,
+                      APR_FPROT_OS_DEFAULT, pool),
+        APR_SUCCESS);
+    assert_int_equal(apr_file_write_full(f, data, len, NULL), APR_SUCCESS);
+    apr_file_close(f);
+    return path;
+}
+
+static void test_load_file(void **state)
+{
+    (void)state;
+    const char *text = "[server]\ndata_dir = /srv/x\n[smtp]\nmax_recipients = 3\n";
+    const char *path = write_file("test_config_ok.conf", text, strlen(text));
+    pr_config_t *cfg = NULL;
+    const char *err = NULL;
+    assert_int_equal(pr_config_load(&cfg, path, &err, pool), APR_SUCCESS);
+    assert_string_equal(cfg->path, path);
+    assert_int_equal(cfg->smtp.max_recipients, 3);
+    assert_string_equal(cfg->server.pidfile, "/srv/x/postroomd.pid");
+    apr_file_remove(path, pool);
+
+    text = "[smtp]\nmax_recipients = 3\nbogus = 1\n";
+    path = write_file("test_config_bad.conf", text, strlen(text));
+    assert_int_equal(pr_config_load(&cfg, path, &err, pool), PR_EINVAL);
+    assert_string_equal(err, apr_psprintf(pool, "%s:3: unknown key 'bogus' in [smtp]", path));
+    apr_file_remove(path, pool);
+
+    /* A NUL byte is refused, not silently cut. */
+    path = write_file("test_config_nul.conf", "[smtp]\nvrfy = no\x00yes\n", 18);
+    assert_int_equal(pr_config_load(&cfg, path, &err, pool), PR_EINVAL);
+    assert_string_equal(err, apr_psprintf(pool, "%s:2: NUL byte in line", path));
+    apr_file_remove(path, pool);
+
+    path = apr_psprintf(pool, "%s/does-not-exist.conf", tmpdir());
+    assert_true(pr_config_load(&cfg, path, &err, pool) != APR_SUCCESS);
+    assert_non_null(strstr(err, path));
+}
+
+int main(void)
+{
+    apr_initialize();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pidfile_follows_data_dir, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bool, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_int_ranges, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_and_structure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lexical, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_lines_and_continuation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listeners, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enums, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_min_free_space, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_messages_are_clean, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_file, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    apr_terminate();
+    return rc;
+}

@@ -1,0 +1,685 @@
+/* Unit tests for the directory: address normalisation (and the tricks that
+ * must never reach a local mailbox), scrypt password strings, the local
+ * SQLite backend, alias/list expansion (loops, depth, duplicates, limits),
+ * authentication and who may send as whom. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "directory/directory.h"
+#include "service/core/config.h"
+#include "service/core/status.h"
+
+#include <apr_general.h>
+#include <apr_file_io.h>
+#include <apr_strings.h>
+#include <apr_thread_proc.h>
+#include <apr_time.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+typedef struct fixture_t {
+    apr_pool_t *pool;
+    pr_config_t *cfg;
+    const char *dir;
+    dir_t *d;
+} fixture_t;
+
+static apr_pool_t *g_pool;
+
+static const char *test_tmpdir(apr_pool_t *pool)
+{
+    static unsigned counter;
+    const char *base = getenv("PR_TEST_TMP");
+    if (!base || !*base) base = "/tmp";
+    const char *dir = apr_psprintf(pool, "%s/test_directory.%ld.%" APR_TIME_T_FMT ".%u", base,
+                                   (long)getpid(), apr_time_now(), counter++);
+    assert_int_equal(apr_dir_make_recursive(dir, APR_FPROT_OS_DEFAULT, pool), APR_SUCCESS);
+    return dir;
+}
+
+/* Remove a test directory and what it holds (files only, one level). */
+static void test_rmdir(const char *dir, apr_pool_t *pool)
+{
+    apr_dir_t *dh;
+    apr_finfo_t fi;
+    if (apr_dir_open(&dh, dir, pool) != APR_SUCCESS) return;
+    while (apr_dir_read(&fi, APR_FINFO_NAME | APR_FINFO_TYPE, dh) == APR_SUCCESS)
+        if (fi.filetype == APR_REG)
+            apr_file_remove(apr_pstrcat(pool, dir, "/", fi.name, NULL), pool);
+    apr_dir_close(dh);
+    apr_dir_remove(dir, pool);
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    apr_pool_create(&f->pool, g_pool);
+    f->cfg = apr_pcalloc(f->pool, sizeof(*f->cfg));
+    pr_config_defaults(f->cfg, f->pool);
+    f->dir = test_tmpdir(f->pool);
+    f->cfg->server.data_dir = f->dir;
+    static const char *domains[] = {"example.test", "school.test"};
+    f->cfg->server.domains.n = 2;
+    f->cfg->server.domains.v = domains;
+    f->cfg->directory.backend = "local";
+    assert_int_equal(dir_open(&f->d, f->cfg, f->pool), APR_SUCCESS);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    dir_close(f->d);
+    test_rmdir(f->dir, f->pool);
+    apr_pool_destroy(f->pool);
+    free(f);
+    return 0;
+}
+
+/* Run SQL directly on the backend's database (things the face cannot do,
+ * like disabling a user or inserting thousands of rows fast). */
+static void db_exec(fixture_t *f, const char *sql)
+{
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(apr_pstrcat(f->pool, f->dir, "/directory.db", NULL), &db),
+                     SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) fail_msg("sql: %s", err);
+    sqlite3_close(db);
+}
+
+static int has(const apr_array_header_t *a, const char *s)
+{
+    for (int i = 0; i < a->nelts; i++)
+        if (strcmp(APR_ARRAY_IDX(a, i, const char *), s) == 0) return 1;
+    return 0;
+}
+
+/* ---- normalisation */
+
+static void test_normalize(void **state)
+{
+    (void)state;
+    apr_pool_t *p = g_pool;
+    assert_string_equal(dir_address_normalize("Alice@Example.TEST", p), "alice@example.test");
+    assert_string_equal(dir_address_normalize("o'brien+tag@school.test", p),
+                        "o'brien+tag@school.test");
+    assert_string_equal(dir_address_normalize("first.last@a-b.example.test", p),
+                        "first.last@a-b.example.test");
+
+    static const char *const bad[] = {
+        "",
+        "alice",
+        "@example.test",
+        "alice@",
+        "alice@@example.test",
+        "a@b@example.test",
+        "user%other.test@example.test",
+        "other.test!user@example.test",
+        "\"user@other.test\"@example.test",
+        "\"user\"@example.test",
+        "user name@example.test",
+        " alice@example.test",
+        "alice@example.test ",
+        "alice\t@example.test",
+        "ali\rce@example.test",
+        "alice\n@example.test",
+        "a:b@example.test",
+        "<alice@example.test>",
+        "[alice]@example.test",
+        "(c)alice@example.test",
+        "alice@[127.0.0.1]",
+        ".alice@example.test",
+        "alice.@example.test",
+        "al..ice@example.test",
+        "alice@example..test",
+        "alice@.example.test",
+        "alice@example.test.",
+        "alice@-example.test",
+        "alice@example-.test",
+        "alice@exa_mple.test",
+        "al\\ice@example.test",
+        "al,ice@example.test",
+        "al;ice@example.test",
+        "j\xc3\xbcrgen@example.test",
+        "alice@ex\xc3\xa4mple.test",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (dir_address_normalize(bad[i], p) != NULL) fail_msg("accepted: '%s'", bad[i]);
+    assert_null(dir_address_normalize(NULL, p));
+
+    /* length limits: local part 64, domain 255 */
+    char local[80], longdom[300];
+    memset(local, 'a', 64);
+    local[64] = '\0';
+    assert_non_null(dir_address_normalize(apr_pstrcat(p, local, "@example.test", NULL), p));
+    local[64] = 'a';
+    local[65] = '\0';
+    assert_null(dir_address_normalize(apr_pstrcat(p, local, "@example.test", NULL), p));
+    memset(longdom, 'a', 299);
+    longdom[299] = '\0';
+    for (int i = 60; i < 299; i += 61)
+        longdom[i] = '.';
+    assert_null(dir_address_normalize(apr_pstrcat(p, "a@", longdom, NULL), p));
+
+    assert_string_equal(dir_domain_normalize("Example.TEST", p), "example.test");
+    assert_null(dir_domain_normalize("example test", p));
+    assert_null(dir_domain_normalize("", p));
+}
+
+/* ---- passwords */
+
+static void test_password(void **state)
+{
+    (void)state;
+    apr_pool_t *p = g_pool;
+    const char *h, *h2;
+    assert_int_equal(dir_password_hash(&h, "correct horse", p), APR_SUCCESS);
+    assert_true(strncmp(h, "$scrypt$ln=14,r=8,p=1$", 22) == 0);
+    assert_int_equal(dir_password_verify(h, "correct horse"), APR_SUCCESS);
+    assert_int_equal(dir_password_verify(h, "correct horsE"), PR_EAUTH);
+    assert_int_equal(dir_password_verify(h, ""), PR_EAUTH);
+    assert_int_equal(dir_password_verify(h, "correct horse "), PR_EAUTH);
+    /* random salt: two hashes of the same password differ */
+    assert_int_equal(dir_password_hash(&h2, "correct horse", p), APR_SUCCESS);
+    assert_string_not_equal(h, h2);
+
+    /* tampering: every character of the hash part flipped must fail */
+    const char *last = strrchr(h, '$');
+    char *t = apr_pstrdup(p, h);
+    size_t off = (size_t)(last - h) + 1;
+    t[off] = t[off] == 'A' ? 'B' : 'A';
+    assert_int_equal(dir_password_verify(t, "correct horse"), PR_EAUTH);
+    /* salt changed */
+    t = apr_pstrdup(p, h);
+    t[22] = t[22] == 'A' ? 'B' : 'A';
+    assert_int_equal(dir_password_verify(t, "correct horse"), PR_EAUTH);
+    /* parameters changed: a different cost gives a different key */
+    t = apr_pstrdup(p, h);
+    t[12] = '5'; /* ln=15 */
+    assert_int_equal(dir_password_verify(t, "correct horse"), PR_EAUTH);
+    /* truncated, padded, junk appended */
+    assert_int_equal(dir_password_verify(apr_pstrndup(p, h, strlen(h) - 1), "correct horse"),
+                     PR_EAUTH);
+    assert_int_equal(dir_password_verify(apr_pstrcat(p, h, "=", NULL), "correct horse"), PR_EAUTH);
+    assert_int_equal(dir_password_verify(apr_pstrcat(p, h, "$x", NULL), "correct horse"), PR_EAUTH);
+
+    /* absurd parameters are refused without being run */
+    const char *rest = h + 22; /* "salt$hash" */
+    static const char *const params[] = {
+        "ln=30,r=8,p=1",  "ln=14,r=8,p=999", "ln=14,r=9999,p=1", "ln=20,r=32,p=1", "ln=1,r=8,p=1",
+        "ln=014,r=8,p=1", "ln=-1,r=8,p=1",   "r=8,ln=14,p=1",    "ln=14,r=8",      "ln=14,r=0,p=1"};
+    for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
+        const char *s = apr_pstrcat(p, "$scrypt$", params[i], "$", rest, NULL);
+        apr_time_t t0 = apr_time_now();
+        assert_int_equal(dir_password_verify(s, "correct horse"), PR_EAUTH);
+        assert_true(apr_time_now() - t0 < apr_time_from_sec(2));
+    }
+    assert_int_equal(dir_password_verify("", "x"), PR_EAUTH);
+    assert_int_equal(dir_password_verify("$pbkdf2$whatever", "x"), PR_EAUTH);
+    assert_int_equal(dir_password_verify("$scrypt$ln=14,r=8,p=1$$", "x"), PR_EAUTH);
+    assert_int_equal(dir_password_verify(NULL, "x"), PR_EAUTH);
+}
+
+/* ---- users */
+
+static void test_user_auth(void **state)
+{
+    fixture_t *f = *state;
+    const char *user;
+    dir_user_t *u;
+
+    assert_int_equal(dir_user_add(f->d, "Alice@Example.test", "s3cret"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "other"), PR_EEXIST);
+    assert_int_equal(dir_user_add(f->d, "bob@example.test", ""), PR_EINVAL);
+    assert_int_equal(dir_user_add(f->d, "user%x@example.test", "pw"), PR_EINVAL);
+
+    assert_int_equal(dir_authenticate(f->d, "ALICE@example.test", "s3cret", &user, f->pool),
+                     APR_SUCCESS);
+    assert_string_equal(user, "alice@example.test");
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "wrong", &user, f->pool),
+                     PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "", &user, f->pool), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "nobody@example.test", "s3cret", &user, f->pool),
+                     PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "not an address", "s3cret", &user, f->pool), PR_EAUTH);
+
+    /* unknown users cost about as much as known ones (a dummy hash is checked) */
+    apr_time_t t0 = apr_time_now();
+    dir_authenticate(f->d, "alice@example.test", "wrong", &user, f->pool);
+    apr_time_t known = apr_time_now() - t0;
+    t0 = apr_time_now();
+    dir_authenticate(f->d, "nobody@example.test", "wrong", &user, f->pool);
+    apr_time_t unknown = apr_time_now() - t0;
+    assert_true(unknown * 4 >= known);
+
+    assert_int_equal(dir_user_get(f->d, "alice@EXAMPLE.test", &u, f->pool), APR_SUCCESS);
+    assert_string_equal(u->address, "alice@example.test");
+    assert_int_equal(u->quota, -1);
+    assert_true(u->enabled);
+    assert_int_equal(dir_user_get(f->d, "nobody@example.test", &u, f->pool), PR_ENOTFOUND);
+
+    /* new password replaces the old one */
+    assert_int_equal(dir_user_set_password(f->d, "alice@example.test", "n3w"), APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "s3cret", &user, f->pool),
+                     PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "n3w", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(dir_user_set_password(f->d, "nobody@example.test", "x"), PR_ENOTFOUND);
+
+    /* disabled users cannot log in */
+    db_exec(f, "UPDATE users SET enabled = 0 WHERE address = 'alice@example.test'");
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "n3w", &user, f->pool), PR_EAUTH);
+    assert_int_equal(dir_user_get(f->d, "alice@example.test", &u, f->pool), APR_SUCCESS);
+    assert_false(u->enabled);
+
+    apr_array_header_t *users;
+    assert_int_equal(dir_user_list(f->d, &users, f->pool), APR_SUCCESS);
+    assert_int_equal(users->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(users, 0, dir_user_t).address, "alice@example.test");
+
+    assert_int_equal(dir_user_del(f->d, "alice@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_user_del(f->d, "alice@example.test"), PR_ENOTFOUND);
+    dir_result_t *r;
+    assert_int_equal(dir_resolve(f->d, "alice@example.test", &r, f->pool), PR_ENOTFOUND);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "n3w", &user, f->pool), PR_EAUTH);
+}
+
+static void test_resolve_user(void **state)
+{
+    fixture_t *f = *state;
+    dir_result_t *r;
+    assert_int_equal(dir_user_add(f->d, "user@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "User@Example.Test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_MAILBOX);
+    assert_string_equal(r->address, "user@example.test");
+    assert_int_equal(r->mailboxes->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(r->mailboxes, 0, const char *), "user@example.test");
+    assert_int_equal(r->external->nelts, 0);
+
+    /* the tricks never reach the local mailbox */
+    assert_int_equal(dir_resolve(f->d, "user%other.test@example.test", &r, f->pool), PR_EINVAL);
+    assert_int_equal(dir_resolve(f->d, "other.test!user@example.test", &r, f->pool), PR_EINVAL);
+    assert_int_equal(dir_resolve(f->d, "\"user@other.test\"@example.test", &r, f->pool), PR_EINVAL);
+    assert_int_equal(dir_resolve(f->d, "\"user\"@example.test", &r, f->pool), PR_EINVAL);
+    /* a non-local domain is not resolved */
+    assert_int_equal(dir_resolve(f->d, "user@other.test", &r, f->pool), PR_ENOTFOUND);
+    assert_int_equal(dir_resolve(f->d, "nobody@example.test", &r, f->pool), PR_ENOTFOUND);
+
+    dir_entry_t *e;
+    assert_int_equal(dir_lookup(f->d, "USER@example.test", &e, f->pool), APR_SUCCESS);
+    assert_int_equal(e->kind, DIR_KIND_MAILBOX);
+    assert_int_equal(dir_lookup(f->d, "user%x@example.test", &e, f->pool), PR_EINVAL);
+}
+
+/* ---- domains */
+
+static void test_domains(void **state)
+{
+    fixture_t *f = *state;
+    apr_array_header_t *list;
+    assert_int_equal(dir_domain_is_local(f->d, "example.test"), APR_SUCCESS);
+    assert_int_equal(dir_domain_is_local(f->d, "EXAMPLE.Test"), APR_SUCCESS);
+    assert_int_equal(dir_domain_is_local(f->d, "other.test"), PR_ENOTFOUND);
+    assert_int_equal(dir_domain_is_local(f->d, "bad domain"), PR_ENOTFOUND);
+
+    assert_int_equal(dir_domain_add(f->d, "Other.Test"), APR_SUCCESS);
+    assert_int_equal(dir_domain_add(f->d, "other.test"), PR_EEXIST);
+    assert_int_equal(dir_domain_add(f->d, "bad domain"), PR_EINVAL);
+    assert_int_equal(dir_domain_is_local(f->d, "other.test"), APR_SUCCESS);
+    assert_int_equal(dir_domain_list(f->d, &list, f->pool), APR_SUCCESS);
+    assert_int_equal(list->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(list, 0, const char *), "other.test");
+
+    /* a domain that still has addresses is not deleted */
+    assert_int_equal(dir_user_add(f->d, "x@other.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_domain_del(f->d, "other.test"), PR_EPERM);
+    assert_int_equal(dir_user_del(f->d, "x@other.test"), APR_SUCCESS);
+    assert_int_equal(dir_domain_del(f->d, "other.test"), APR_SUCCESS);
+    assert_int_equal(dir_domain_del(f->d, "other.test"), PR_ENOTFOUND);
+    assert_int_equal(dir_domain_is_local(f->d, "other.test"), PR_ENOTFOUND);
+}
+
+/* ---- expansion */
+
+static void test_alias(void **state)
+{
+    fixture_t *f = *state;
+    dir_result_t *r;
+    const char *t1[] = {"user@example.test"};
+    const char *t2[] = {"User@example.test", "Friend.Name@Remote.TEST"};
+
+    assert_int_equal(dir_user_add(f->d, "user@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_alias_add(f->d, "office@example.test", t1, 1), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "Office@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_ALIAS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(r->mailboxes, 0, const char *), "user@example.test");
+    assert_int_equal(r->external->nelts, 0);
+
+    /* adding targets to an existing alias; all already there: PR_EEXIST */
+    assert_int_equal(dir_alias_add(f->d, "office@example.test", t2, 2), APR_SUCCESS);
+    assert_int_equal(dir_alias_add(f->d, "office@example.test", t1, 1), PR_EEXIST);
+    assert_int_equal(dir_resolve(f->d, "office@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+    assert_int_equal(r->external->nelts, 1);
+    /* the remote local part is passed on as written, its domain lower-cased */
+    assert_true(
+        strcasecmp(APR_ARRAY_IDX(r->external, 0, const char *), "friend.name@remote.test") == 0);
+    assert_string_equal(strchr(APR_ARRAY_IDX(r->external, 0, const char *), '@'), "@remote.test");
+
+    /* an alias cannot take a user's address, nor point at itself */
+    assert_int_equal(dir_alias_add(f->d, "user@example.test", t1, 1), PR_EEXIST);
+    const char *self[] = {"loop@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "loop@example.test", self, 1), PR_EINVAL);
+    const char *bad[] = {"x%y@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "a@example.test", bad, 1), PR_EINVAL);
+
+    apr_array_header_t *aliases;
+    assert_int_equal(dir_alias_list(f->d, &aliases, f->pool), APR_SUCCESS);
+    assert_int_equal(aliases->nelts, 1);
+    dir_entry_t *e = APR_ARRAY_IDX(aliases, 0, dir_entry_t *);
+    assert_string_equal(e->address, "office@example.test");
+    assert_int_equal(e->targets->nelts, 2);
+
+    /* alias -> external only */
+    const char *ext[] = {"someone@remote.test"};
+    assert_int_equal(dir_alias_add(f->d, "fwd@example.test", ext, 1), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "fwd@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 0);
+    assert_int_equal(r->external->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(r->external, 0, const char *), "someone@remote.test");
+
+    /* a dangling local target is skipped, the rest still delivered */
+    const char *dang[] = {"gone@example.test", "user@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "d@example.test", dang, 2), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "d@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+
+    assert_int_equal(dir_alias_del(f->d, "office@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_alias_del(f->d, "office@example.test"), PR_ENOTFOUND);
+    assert_int_equal(dir_resolve(f->d, "office@example.test", &r, f->pool), PR_ENOTFOUND);
+}
+
+static void test_lists(void **state)
+{
+    fixture_t *f = *state;
+    dir_result_t *r;
+
+    assert_int_equal(dir_user_add(f->d, "a@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->d, "b@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->d, "c@school.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_list_add(f->d, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_add(f->d, "staff@example.test"), PR_EEXIST);
+    assert_int_equal(dir_list_add(f->d, "a@example.test"), PR_EEXIST);
+    assert_int_equal(dir_list_add(f->d, "class@example.test"), APR_SUCCESS);
+
+    /* empty list: resolves, nothing to deliver */
+    assert_int_equal(dir_resolve(f->d, "staff@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_LIST);
+    assert_int_equal(r->mailboxes->nelts + r->external->nelts, 0);
+
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "A@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "a@example.test"), PR_EEXIST);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "b@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "ext@remote.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "nolist@example.test", "a@example.test"),
+                     PR_ENOTFOUND);
+    /* nested: class contains staff (again a), and c */
+    assert_int_equal(dir_list_member_add(f->d, "class@example.test", "staff@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "class@example.test", "a@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "class@example.test", "c@school.test"), APR_SUCCESS);
+
+    assert_int_equal(dir_resolve(f->d, "staff@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 2);
+    assert_true(has(r->mailboxes, "a@example.test") && has(r->mailboxes, "b@example.test"));
+    assert_int_equal(r->external->nelts, 1);
+
+    assert_int_equal(dir_resolve(f->d, "class@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 3); /* a once, b, c */
+    assert_true(has(r->mailboxes, "a@example.test") && has(r->mailboxes, "b@example.test") &&
+                has(r->mailboxes, "c@school.test"));
+    assert_int_equal(r->external->nelts, 1);
+
+    apr_array_header_t *lists;
+    assert_int_equal(dir_list_list(f->d, &lists, f->pool), APR_SUCCESS);
+    assert_int_equal(lists->nelts, 2);
+    dir_entry_t *e0 = APR_ARRAY_IDX(lists, 0, dir_entry_t *);
+    assert_string_equal(e0->address, "class@example.test");
+    assert_int_equal(e0->targets->nelts, 3);
+
+    assert_int_equal(dir_list_member_del(f->d, "staff@example.test", "b@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_del(f->d, "staff@example.test", "b@example.test"),
+                     PR_ENOTFOUND);
+    assert_int_equal(dir_list_del(f->d, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_del(f->d, "staff@example.test"), PR_ENOTFOUND);
+    /* class now has a dangling member staff@: skipped */
+    assert_int_equal(dir_resolve(f->d, "class@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 2);
+    assert_int_equal(r->external->nelts, 0);
+}
+
+static void test_loop_and_depth(void **state)
+{
+    fixture_t *f = *state;
+    dir_result_t *r;
+    assert_int_equal(dir_user_add(f->d, "u@example.test", "pw"), APR_SUCCESS);
+
+    /* a -> b -> a, and b -> u: terminates with u once */
+    const char *ta[] = {"b@example.test"};
+    const char *tb[] = {"a@example.test", "u@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "a@example.test", ta, 1), APR_SUCCESS);
+    assert_int_equal(dir_alias_add(f->d, "b@example.test", tb, 2), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "a@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(r->mailboxes, 0, const char *), "u@example.test");
+    assert_int_equal(dir_resolve(f->d, "b@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+
+    /* two lists containing each other */
+    assert_int_equal(dir_list_add(f->d, "l1@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_add(f->d, "l2@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "l1@example.test", "l2@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "l2@example.test", "l1@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "l2@example.test", "u@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "l1@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+
+    /* a chain deeper than DIR_MAX_DEPTH is cut */
+    char sql[8192] = "BEGIN;";
+    for (int i = 0; i < DIR_MAX_DEPTH + 4; i++)
+        apr_snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql),
+                     "INSERT INTO aliases VALUES('c%d@example.test', 'c%d@example.test');", i,
+                     i + 1);
+    apr_snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql),
+                 "INSERT INTO aliases VALUES('c%d@example.test', 'u@example.test'); COMMIT;",
+                 DIR_MAX_DEPTH + 4);
+    db_exec(f, sql);
+    assert_int_equal(dir_resolve(f->d, "c0@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 0);
+    /* within the limit it is delivered */
+    assert_int_equal(dir_resolve(f->d, "c8@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+}
+
+static void test_expansion_limit(void **state)
+{
+    fixture_t *f = *state;
+    dir_result_t *r;
+    apr_pool_t *p = f->pool;
+    /* DIR_MAX_EXPANSION + 1 remote members, m0 .. m<MAX> */
+    db_exec(f, apr_psprintf(p,
+                            "BEGIN; INSERT INTO lists VALUES('big@example.test');"
+                            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n "
+                            "WHERE i < %d) INSERT INTO list_members SELECT 'big@example.test', "
+                            "'m' || i || '@remote.test' FROM n; COMMIT;",
+                            DIR_MAX_EXPANSION));
+    assert_int_equal(dir_resolve(f->d, "big@example.test", &r, p), PR_ETOOMANY);
+    db_exec(f, "DELETE FROM list_members WHERE member = 'm0@remote.test'");
+    assert_int_equal(dir_resolve(f->d, "big@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->external->nelts, DIR_MAX_EXPANSION);
+}
+
+/* ---- who may send as whom */
+
+static void test_sender_allowed(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->d, "bob@example.test", "pw"), APR_SUCCESS);
+    const char *office[] = {"alice@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "office@example.test", office, 1), APR_SUCCESS);
+    const char *outer[] = {"office@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "info@example.test", outer, 1), APR_SUCCESS);
+    assert_int_equal(dir_list_add(f->d, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "bob@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_add(f->d, "all@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "all@example.test", "staff@example.test"),
+                     APR_SUCCESS);
+
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "alice@example.test", p),
+                     APR_SUCCESS);
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "ALICE@Example.test", p),
+                     APR_SUCCESS);
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "bob@example.test", p),
+                     PR_EPERM);
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "office@example.test", p),
+                     APR_SUCCESS);
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "info@example.test", p),
+                     APR_SUCCESS);
+    assert_int_equal(dir_sender_allowed(f->d, "bob@example.test", "office@example.test", p),
+                     PR_EPERM);
+    assert_int_equal(dir_sender_allowed(f->d, "bob@example.test", "staff@example.test", p),
+                     APR_SUCCESS);
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "staff@example.test", p),
+                     PR_EPERM);
+    /* only direct members speak for a list */
+    assert_int_equal(dir_sender_allowed(f->d, "bob@example.test", "all@example.test", p), PR_EPERM);
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "nobody@example.test", p),
+                     PR_EPERM);
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "alice@remote.test", p),
+                     PR_EPERM);
+    assert_int_equal(
+        dir_sender_allowed(f->d, "alice@example.test", "alice%remote.test@example.test", p),
+        PR_EPERM);
+}
+
+/* ---- concurrency and reload */
+
+typedef struct worker_t {
+    dir_t *d;
+    int failures;
+} worker_t;
+
+static void *APR_THREAD_FUNC worker_run(apr_thread_t *thd, void *data)
+{
+    worker_t *w = data;
+    apr_pool_t *p;
+    apr_pool_create_unmanaged_ex(&p, NULL, NULL);
+    for (int i = 0; i < 30; i++) {
+        dir_result_t *r;
+        const char *user;
+        if (dir_resolve(w->d, "staff@example.test", &r, p) != APR_SUCCESS ||
+            r->mailboxes->nelts != 2)
+            w->failures++;
+        if (i % 10 == 0 && dir_authenticate(w->d, "a@example.test", "pw", &user, p) != APR_SUCCESS)
+            w->failures++;
+        apr_pool_clear(p);
+    }
+    apr_pool_destroy(p);
+    /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips
+     * a false stack-buffer-underflow in ASan's thread teardown. */
+    (void)thd;
+    return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 8 };
+    apr_thread_t *t[N];
+    worker_t w[N];
+    assert_int_equal(dir_user_add(f->d, "a@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->d, "b@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_list_add(f->d, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "a@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "b@example.test"),
+                     APR_SUCCESS);
+    for (int i = 0; i < N; i++) {
+        w[i].d = f->d;
+        w[i].failures = 0;
+        assert_int_equal(apr_thread_create(&t[i], NULL, worker_run, &w[i], f->pool), APR_SUCCESS);
+    }
+    /* reload under load: calls in flight finish, later ones see the new backend */
+    assert_int_equal(dir_reload(f->d, f->cfg), APR_SUCCESS);
+    for (int i = 0; i < N; i++) {
+        apr_status_t rv;
+        apr_thread_join(&rv, t[i]);
+        assert_int_equal(w[i].failures, 0);
+    }
+    dir_result_t *r;
+    assert_int_equal(dir_resolve(f->d, "staff@example.test", &r, f->pool), APR_SUCCESS);
+}
+
+static void test_reopen_and_unknown_backend(void **state)
+{
+    fixture_t *f = *state;
+    dir_t *d2;
+    dir_result_t *r;
+    assert_int_equal(dir_user_add(f->d, "keep@example.test", "pw"), APR_SUCCESS);
+    /* a second handle on the same data dir (the CLI beside the daemon) */
+    assert_int_equal(dir_open(&d2, f->cfg, f->pool), APR_SUCCESS);
+    assert_int_equal(dir_resolve(d2, "keep@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(dir_user_add(d2, "new@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "new@example.test", &r, f->pool), APR_SUCCESS);
+    dir_close(d2);
+
+    pr_config_t cfg2 = *f->cfg;
+    cfg2.directory.backend = "nosuch";
+    assert_int_equal(dir_open(&d2, &cfg2, f->pool), PR_EINVAL);
+    assert_int_equal(dir_reload(f->d, &cfg2), PR_EINVAL);
+    /* the old backend stays */
+    assert_int_equal(dir_resolve(f->d, "keep@example.test", &r, f->pool), APR_SUCCESS);
+}
+
+int main(void)
+{
+    apr_initialize();
+    apr_pool_create(&g_pool, NULL);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_normalize),
+        cmocka_unit_test(test_password),
+        cmocka_unit_test_setup_teardown(test_user_auth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolve_user, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_alias, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_loop_and_depth, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expansion_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sender_allowed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_and_unknown_backend, setup, teardown),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    apr_pool_destroy(g_pool);
+    apr_terminate();
+    return rc;
+}
