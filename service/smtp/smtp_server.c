@@ -471,6 +471,12 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
         smtp_replyf(ss, "550 5.7.1 <%s>: Relay access denied", shown);
         return;
     }
+    if (st == PR_ETOOMANY) {
+        t->rcpts_refused++;
+        pr_log_warn(ss->s->sid, "<%s> expands to too many addresses", shown);
+        smtp_replyf(ss, "550 5.2.4 <%s>: Mailing list expansion problem", shown);
+        return;
+    }
     if (st != APR_SUCCESS) {
         t->rcpts_refused++;
         pr_log_info(ss->s->sid, "unknown recipient <%s>", shown);

@@ -54,19 +54,25 @@ static void store_body_grow(store_body_t *b, apr_size_t need)
 /* Move what is in memory to a new spool file. */
 static apr_status_t store_body_spill(store_body_t *b)
 {
-    char *tmpl = apr_pstrcat(b->pool, b->st->spool_dir, "/bodyXXXXXX", NULL);
+    /* A subpool per spill, so a long session's pool does not grow by a file
+     * handle per large message. */
+    if (!b->fpool) apr_pool_create(&b->fpool, b->pool);
+    if (!b->fbuf) b->fbuf = apr_palloc(b->pool, STORE_COPY_CHUNK);
+    char *tmpl = apr_pstrcat(b->fpool, b->st->spool_dir, "/bodyXXXXXX", NULL);
     apr_file_t *f;
     apr_status_t rv =
         apr_file_mktemp(&f, tmpl,
                         APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE | APR_FOPEN_EXCL |
                             APR_FOPEN_DELONCLOSE | APR_FOPEN_BUFFERED,
-                        b->pool);
+                        b->fpool);
     if (rv != APR_SUCCESS) return rv;
+    apr_file_buffer_set(f, b->fbuf, STORE_COPY_CHUNK);
     if (b->mem_len && (rv = apr_file_write_full(f, b->mem, b->mem_len, NULL)) != APR_SUCCESS) {
         apr_file_close(f);
         return rv;
     }
     b->file = f;
+    b->file_moved = 0;
     b->mem_len = 0;
     return APR_SUCCESS;
 }
@@ -84,10 +90,11 @@ apr_status_t store_body_append(store_body_t *b, const void *data, apr_size_t len
             return APR_SUCCESS;
         }
         if ((rv = store_body_spill(b)) != APR_SUCCESS) return rv;
-    } else {
+    } else if (b->file_moved) {
         /* A delivery read it from the start; appends go at the end. */
         apr_off_t end = 0;
         if ((rv = apr_file_seek(b->file, APR_END, &end)) != APR_SUCCESS) return rv;
+        b->file_moved = 0;
     }
     if ((rv = apr_file_write_full(b->file, data, len, NULL)) != APR_SUCCESS) return rv;
     b->size += (apr_off_t)len;
@@ -101,7 +108,10 @@ apr_off_t store_body_size(const store_body_t *b)
 
 void store_body_reset(store_body_t *b)
 {
-    if (b->file) apr_file_close(b->file); /* APR_FOPEN_DELONCLOSE removes it */
+    if (b->file) {
+        apr_file_close(b->file); /* APR_FOPEN_DELONCLOSE removes it */
+        apr_pool_clear(b->fpool);
+    }
     b->file = NULL;
     b->mem_len = 0;
     b->size = 0;
@@ -135,6 +145,7 @@ apr_status_t store_body_insert(store_t *st, store_body_t *b, sqlite3_int64 *body
     sqlite3_int64 id = sqlite3_last_insert_rowid(c->db);
 
     apr_off_t off = 0;
+    b->file_moved = 1;
     apr_status_t rv = apr_file_seek(b->file, APR_SET, &off);
     if (rv != APR_SUCCESS) return rv;
     sqlite3_blob *blob = NULL;

@@ -45,17 +45,11 @@ static const char *const store_migrations[] = {
 static apr_status_t store_schema_version(sqlite3 *db, int *v_r)
 {
     sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
-        return PR_EIO;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK) return PR_EIO;
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) *v_r = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
     return rc == SQLITE_ROW ? APR_SUCCESS : PR_EIO;
-}
-
-int store_schema_current(void)
-{
-    return STORE_SCHEMA_VERSION;
 }
 
 apr_status_t store_schema_migrate(store_conn_t *c)

@@ -100,6 +100,13 @@ apr_status_t store_conn_open(store_conn_t *c, const char *path, int create)
         store_conn_close(c);
         return PR_EIO;
     }
+    /* A large body passes through the WAL; once checkpointed, give the space
+     * back instead of keeping a WAL as big as the largest message ever. */
+    if (create && sqlite3_exec(c->db, "PRAGMA journal_size_limit = 16777216", NULL, NULL, NULL) !=
+                      SQLITE_OK) {
+        store_conn_close(c);
+        return PR_EIO;
+    }
     return APR_SUCCESS;
 }
 
@@ -209,8 +216,7 @@ apr_status_t store_check_space(store_t *st, apr_off_t need)
 {
 #ifdef _WIN32
     ULARGE_INTEGER avail;
-    if (!GetDiskFreeSpaceExA(st->opts.data_dir, &avail, NULL, NULL))
-        return apr_get_os_error();
+    if (!GetDiskFreeSpaceExA(st->opts.data_dir, &avail, NULL, NULL)) return apr_get_os_error();
     return (apr_off_t)avail.QuadPart < need ? PR_ENOSPACE : APR_SUCCESS;
 #else
     struct statvfs vfs;
@@ -274,8 +280,8 @@ static void store_bind_text(sqlite3_stmt *s, int i, const char *v)
     sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
 }
 
-apr_status_t store_folders_list(store_reader_t *r, const char *user,
-                                apr_array_header_t **folders_r, apr_pool_t *pool)
+apr_status_t store_folders_list(store_reader_t *r, const char *user, apr_array_header_t **folders_r,
+                                apr_pool_t *pool)
 {
     sqlite3_stmt *s = store_conn_stmt(&r->c, SQ_R_FOLDERS);
     if (!s) return PR_EIO;
@@ -298,8 +304,8 @@ apr_status_t store_folders_list(store_reader_t *r, const char *user,
 }
 
 apr_status_t store_messages_list(store_reader_t *r, const char *user, const char *folder,
-                                  store_folder_info_t *info_r, apr_array_header_t **msgs_r,
-                                  apr_pool_t *pool)
+                                 store_folder_info_t *info_r, apr_array_header_t **msgs_r,
+                                 apr_pool_t *pool)
 {
     folder = store_folder_norm(folder);
     apr_status_t rv = store_reader_begin(r);

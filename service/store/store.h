@@ -39,15 +39,15 @@ void store_body_reset(store_body_t *b);
 
 /* ---- Delivery: everything in one transaction, durable before return. */
 typedef struct store_local_rcpt_t {
-    const char *user;     /* mailbox owner: canonical address, lower case */
-    const char *folder;   /* NULL: "INBOX" */
-    const char *prefix;   /* per-delivery header lines (Return-Path, Received, ...) */
+    const char *user;   /* mailbox owner: canonical address, lower case */
+    const char *folder; /* NULL: "INBOX" */
+    const char *prefix; /* per-delivery header lines (Return-Path, Received, ...) */
     apr_size_t prefix_len;
 } store_local_rcpt_t;
 
 typedef struct store_delivery_t {
-    const char *sender;        /* envelope sender, "" for <> */
-    store_body_t *body;        /* stored once however many recipients */
+    const char *sender; /* envelope sender, "" for <> */
+    store_body_t *body; /* stored once however many recipients */
     int n_local;
     const store_local_rcpt_t *local;
     int n_remote;              /* recipients to relay: queued (outbound issue) */
@@ -85,8 +85,8 @@ typedef struct store_folder_info_t {
 
 /* All folders of a user (array of store_folder_info_t), INBOX first. A user
  * with no mail yet has an empty array. */
-apr_status_t store_folders_list(store_reader_t *r, const char *user,
-                                apr_array_header_t **folders_r, apr_pool_t *pool);
+apr_status_t store_folders_list(store_reader_t *r, const char *user, apr_array_header_t **folders_r,
+                                apr_pool_t *pool);
 
 /* Message flags (IMAP system flags). */
 enum {
@@ -121,8 +121,8 @@ typedef struct store_msg_info_t {
 /* The messages of a folder in UID order (array of store_msg_info_t), plus the
  * folder's info. PR_ENOTFOUND if the folder does not exist. */
 apr_status_t store_messages_list(store_reader_t *r, const char *user, const char *folder,
-                                  store_folder_info_t *info_r, apr_array_header_t **msgs_r,
-                                  apr_pool_t *pool);
+                                 store_folder_info_t *info_r, apr_array_header_t **msgs_r,
+                                 apr_pool_t *pool);
 
 /* A message as stored (prefix then body), read in chunks; each read is its
  * own short read transaction so a slow client never pins a WAL snapshot. */

@@ -18,7 +18,8 @@
 #define STORE_BUSY_TIMEOUT_MS 10000
 #define STORE_DEFAULT_SPOOL_LIMIT (256 * 1024)
 #define STORE_DEFAULT_GROUP_MAX 256
-/* Chunk for copying a spilled body into its blob. */
+/* Chunk for copying a spilled body into its blob, and the spill file's
+ * write buffer (SMTP appends a line at a time). */
 #define STORE_COPY_CHUNK (64 * 1024)
 
 /* Queue recipient states (queue_rcpts.state). */
@@ -69,7 +70,10 @@ struct store_body_t {
     apr_pool_t *pool;
     char *mem; /* malloc'd, freed by a pool cleanup */
     apr_size_t mem_len, mem_cap;
-    apr_file_t *file; /* spill file, deleted on close */
+    apr_pool_t *fpool; /* holds the spill file; cleared on reset */
+    char *fbuf;        /* the spill file's write buffer, kept across resets */
+    apr_file_t *file;  /* spill file, deleted on close */
+    int file_moved;    /* a delivery read the file: seek to its end before appending */
     apr_off_t size;
 };
 
@@ -97,12 +101,13 @@ struct store_t {
     store_conn_t w; /* write connection: the writer thread's, or the caller's without one */
     char *copy_buf; /* STORE_COPY_CHUNK, used only under the write side */
 
-    apr_thread_mutex_t *mu; /* guards queue, flags and stats */
-    apr_thread_cond_t *work; /* writer waits for requests */
-    apr_thread_cond_t *done; /* requesters wait for their commit */
+    apr_thread_mutex_t *mu;      /* guards queue, flags and stats */
+    apr_thread_cond_t *work;     /* writer waits for requests */
+    apr_thread_cond_t *done;     /* requesters wait for their commit */
     apr_thread_mutex_t *sync_mu; /* serialises writes without a writer thread */
     apr_thread_t *writer;
     store_req_t *head, *tail;
+    int queued; /* requests in head..tail */
     int stopping, closed;
     store_stats_t stats;
 };
@@ -123,8 +128,6 @@ sqlite3_stmt *store_conn_stmt(store_conn_t *c, store_sq_t q);
 
 /* Schema (schema.c): creates or migrates the database under c. */
 apr_status_t store_schema_migrate(store_conn_t *c);
-/* The schema version this build writes. */
-int store_schema_current(void);
 
 /* Writer (writer.c). */
 apr_status_t store_writer_start(store_t *st);

@@ -264,28 +264,58 @@ static void store_writer_run(store_t *st, store_req_t *batch, apr_uint64_t *comm
         r->status = PR_EIO;
 }
 
+/* How long the writer may hold a group open for requesters it expects back:
+ * at most half the last commit's time (so latency grows by less than the
+ * fsync it shares), and never more than this. */
+#define STORE_GATHER_MAX apr_time_from_msec(1)
+
 static void *APR_THREAD_FUNC store_writer_main(apr_thread_t *t, void *data)
 {
     store_t *st = data;
+    int expect = 0;                   /* requesters active around the last commit */
+    apr_interval_time_t last_dur = 0; /* how long the last batch took */
+
     apr_thread_mutex_lock(st->mu);
     for (;;) {
         while (!st->head && !st->stopping)
             apr_thread_cond_wait(st->work, st->mu);
         if (!st->head) break; /* stopping, and everything drained */
 
+        /* Commit delay (as PostgreSQL's commit_delay): the requesters woken by
+         * the last commit are usually about to come back; without waiting for
+         * them the groups settle into two alternating halves, each paying a
+         * full fsync. Wait only while fewer are queued than were active. */
+        if (st->queued < expect && st->queued < st->opts.group_commit_max && last_dur > 0) {
+            apr_interval_time_t d = last_dur / 2;
+            if (d > STORE_GATHER_MAX) d = STORE_GATHER_MAX;
+            apr_time_t deadline = apr_time_now() + d;
+            while (st->queued < expect && !st->stopping) {
+                apr_interval_time_t left = deadline - apr_time_now();
+                if (left <= 0) break;
+                apr_thread_cond_timedwait(st->work, st->mu, left);
+            }
+        }
+
         /* Take everything waiting, up to the group limit. */
         store_req_t *batch = st->head, *last = batch;
-        for (int n = 1; last->next && n < st->opts.group_commit_max; n++)
+        int n = 1;
+        for (; last->next && n < st->opts.group_commit_max; n++)
             last = last->next;
         st->head = last->next;
         if (!st->head) st->tail = NULL;
         last->next = NULL;
+        st->queued -= n;
         apr_thread_mutex_unlock(st->mu);
 
+        apr_time_t t0 = apr_time_now();
         apr_uint64_t commits, deliveries;
         store_writer_run(st, batch, &commits, &deliveries);
+        last_dur = apr_time_now() - t0;
 
         apr_thread_mutex_lock(st->mu);
+        /* This group plus whoever arrived while it committed. */
+        expect = n + st->queued;
+        if (expect > st->opts.group_commit_max) expect = st->opts.group_commit_max;
         st->stats.commits += commits;
         st->stats.deliveries += deliveries;
         for (store_req_t *r = batch; r; r = r->next)
@@ -293,7 +323,10 @@ static void *APR_THREAD_FUNC store_writer_main(apr_thread_t *t, void *data)
         apr_thread_cond_broadcast(st->done);
     }
     apr_thread_mutex_unlock(st->mu);
-    apr_thread_exit(t, APR_SUCCESS);
+    /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips a
+     * false stack-buffer-underflow in ASan's thread teardown, and the
+     * thread's pool goes with st->pool anyway. */
+    (void)t;
     return NULL;
 }
 
@@ -346,6 +379,7 @@ apr_status_t store_writer_submit(store_t *st, store_req_t *req)
     else
         st->head = req;
     st->tail = req;
+    st->queued++;
     apr_thread_cond_signal(st->work);
     while (!req->done)
         apr_thread_cond_wait(st->done, st->mu);
@@ -370,12 +404,11 @@ apr_status_t store_deliver(store_t *st, const store_delivery_t *d, apr_array_hea
     memset(&req, 0, sizeof(req));
     req.kind = STORE_REQ_DELIVER;
     req.d = d;
-    req.uids = d->n_local ? apr_pcalloc(pool, sizeof(apr_uint32_t) * (apr_size_t)d->n_local)
-                          : NULL;
+    req.uids = d->n_local ? apr_pcalloc(pool, sizeof(apr_uint32_t) * (apr_size_t)d->n_local) : NULL;
     apr_status_t rv = store_writer_submit(st, &req);
     if (rv == APR_SUCCESS && uids_r) {
-        apr_array_header_t *a = apr_array_make(pool, d->n_local ? d->n_local : 1,
-                                               sizeof(apr_uint32_t));
+        apr_array_header_t *a =
+            apr_array_make(pool, d->n_local ? d->n_local : 1, sizeof(apr_uint32_t));
         for (int i = 0; i < d->n_local; i++)
             APR_ARRAY_PUSH(a, apr_uint32_t) = req.uids[i];
         *uids_r = a;

@@ -27,6 +27,7 @@
 """
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -187,6 +188,14 @@ def run_timed(out, timeout, cmd):
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # survives exec (launchers)
     t0 = time.monotonic()
     p = subprocess.Popen(cmd)
+
+    def stop(_sig, _frame):  # the benchmark is being stopped: stop the client too
+        p.kill()
+        p.wait()
+        sys.exit(143)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         rc = p.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

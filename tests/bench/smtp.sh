@@ -69,7 +69,7 @@ die() { printf '!! FATAL: %s\n' "$*" >&2; exit 1; }
 PROBLEMS=()
 
 # ---------------------------------------------------------------- cleanup
-T=""; PR_PID=""; STRACE_PID=""; PF_MASTER=""; PF_CONF=""
+T=""; PR_PID=""; STRACE_PID=""; PF_MASTER=""; PF_CONF=""; CLIENT_PID=""
 stop_pid() { # pid [seconds]: SIGTERM, wait (bounded), then SIGKILL
   local pid=$1 secs=${2:-30} i
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
@@ -90,6 +90,7 @@ postfix_stop() {
 }
 cleanup() {
   trap - EXIT INT TERM
+  stop_pid "$CLIENT_PID" 10
   stop_pid "$PR_PID" 70          # postroomd's default shutdown_grace is 60s
   stop_pid "$STRACE_PID" 10
   postfix_stop
@@ -101,7 +102,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || die "run as root (Postfix needs it)"
-LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); NCPU=$(nproc)
 
 # ---------------------------------------------------------------- packages
 install_missing() {
@@ -318,10 +319,11 @@ run_round() { # name port rootpid sessions -> fills R_*[name,sessions]
   local out=$T/round-$name-$s.out err=$T/round-$name-$s.err
   sleep 1
   local c0 c1 b0 b1 t1 t2 rc wall client acc
-  b0=$(h busy); c0=$(h cpu "$pid")
+  b0=$(h busy); c0=$(h cpu "$pid"); local w0; w0=$(date +%s.%N)
   rm -f "$T/timing"
   h run "$T/timing" "$ROUND_TIMEOUT" \
-    smtp-source -c -l "$MSG_LEN" -m "$MSGS" -s "$s" -f "$SENDER" -t "$RCPT" "$HOST:$port" >"$out" 2>"$err"
+    smtp-source -c -l "$MSG_LEN" -m "$MSGS" -s "$s" -f "$SENDER" -t "$RCPT" "$HOST:$port" >"$out" 2>"$err" &
+  CLIENT_PID=$!; wait "$CLIENT_PID"; CLIENT_PID=""   # in the background: traps run at once
   t1=$(date +%s.%N); t2=$t1
   read -r rc wall client <"$T/timing" || { rc=1; wall=0; client=0; }
   acc=$(tr '\r' '\n' <"$out" | grep -E '^[0-9]+$' | tail -1); acc=${acc:-0}
@@ -335,19 +337,20 @@ run_round() { # name port rootpid sessions -> fills R_*[name,sessions]
     postfix_wait_empty "$ROUND_TIMEOUT" || warn "Postfix queue not empty after ${ROUND_TIMEOUT}s"
     t2=$(date +%s.%N)
   fi
-  sleep 1    # let stragglers finish before the second reading
-  c1=$(h cpu "$pid"); b1=$(h busy)
+  sleep 0.5  # let stragglers finish before the second reading
+  c1=$(h cpu "$pid"); b1=$(h busy); local w1; w1=$(date +%s.%N)
   R_ACC[$key]=$acc
   R_WALL[$key]=$(awk -v w="$wall" 'BEGIN {printf "%.2f", w}')
   R_RATE[$key]=$(awk -v n="$acc" -v w="$wall" 'BEGIN {printf "%.0f", (w > 0) ? n / w : 0}')
   R_CPU[$key]=$(awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.2f", b - a}')
   R_CLIENT[$key]=$client
   # Everything else the machine did meanwhile (other jobs, the kernel's
-  # unattributed work): a large value means a noisy measurement.
-  R_OTHER[$key]=$(awk -v a="$b0" -v b="$b1" -v c="${R_CPU[$key]}" -v d="$client" 'BEGIN {printf "%.2f", (b - a) - c - d}')
+  # unattributed work), as average cores busy: a large value means noise.
+  R_OTHER[$key]=$(awk -v a="$b0" -v b="$b1" -v c="${R_CPU[$key]}" -v d="$client" -v s="$w0" -v e="$w1" \
+    'BEGIN {o = (b - a) - c - d; if (o < 0) o = 0; printf "%.2f", (e > s) ? o / (e - s) : 0}')
   R_CPUMSG[$key]=$(awk -v n="$acc" -v a="$c0" -v b="$c1" 'BEGIN {printf "%.3f", n ? (b - a) * 1000 / n : 0}')
   R_DRAIN[$key]=$(awk -v a="$t1" -v b="$t2" 'BEGIN {printf "%.2f", b - a}')
-  printf '   %-9s %3s sessions: %6s accepted in %7ss = %6s msg/s, server CPU %6ss = %s ms/msg, client CPU %ss, other CPU %ss%s\n' \
+  printf '   %-9s %3s sessions: %6s accepted in %7ss = %6s msg/s, server CPU %6ss = %s ms/msg, client CPU %ss, other jobs %s cores%s\n' \
     "$name" "$s" "$acc" "${R_WALL[$key]}" "${R_RATE[$key]}" "${R_CPU[$key]}" "${R_CPUMSG[$key]}" \
     "$client" "${R_OTHER[$key]}" "$([ "$name" = postfix ] && echo ", queue drained ${R_DRAIN[$key]}s later")"
 }
@@ -417,10 +420,11 @@ echo "messages: $MSGS per round, $MSG_LEN-byte body, all to $RCPT (smtp-source c
 echo "rate = accepted / smtp-source wall time; CPU = server process tree utime+stime (incl. reaped children)"
 echo "Postfix CPU includes delivery to Maildir (the round waits for an empty queue); accept-only CPU is not separable"
 echo "drain s = Postfix's extra time until its queue was empty; client s = smtp-source's CPU;"
-echo "other s = machine busy time - server - client during the round (other jobs: noise if large)"
+echo "other = cores busy with anything else (machine busy - server - client) during the round, averaged:"
+echo "        other jobs on this shared ${NCPU}-core machine; the numbers are noisy when it is large"
 echo "load average at start: $LOAD0; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-printf '%-8s | %-9s | %8s | %8s | %8s | %9s | %10s | %8s | %8s | %8s\n' sessions server accepted "wall s" "msg/s" "CPU s" "CPU ms/msg" "drain s" "client s" "other s"
+printf '%-8s | %-9s | %8s | %8s | %8s | %9s | %10s | %8s | %8s | %8s\n' sessions server accepted "wall s" "msg/s" "CPU s" "CPU ms/msg" "drain s" "client s" "other"
 printf -- '---------+-----------+----------+----------+----------+-----------+------------+----------+----------+---------\n'
 for s in $SESSIONS; do
   for name in postroomd postfix; do

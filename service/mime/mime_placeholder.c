@@ -1,1 +1,0 @@
-int mime_placeholder(void); int mime_placeholder(void) { return 0; }
