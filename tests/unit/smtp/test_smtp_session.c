@@ -1,0 +1,204 @@
+/* The SMTP session driven without a socket: a memory connection carries a
+ * scripted client, the real store and directory sit behind it. Checks the
+ * replies a client sees and what lands in the store. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <apr_general.h>
+#include <apr_strings.h>
+
+#include "directory/directory.h"
+#include "service/core/conn.h"
+#include "service/core/listener.h"
+#include "service/core/tls.h"
+#include "service/smtp/smtp.h"
+#include "service/store/store.h"
+
+typedef struct fixture_t {
+    apr_pool_t *pool;
+    pr_config_t cfg;
+    store_t *store;
+    dir_t *dir;
+    pr_tls_t *tls;
+    smtp_server_t *srv;
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof(*f));
+    const char *err = NULL;
+    apr_pool_create(&f->pool, NULL);
+    const char *tmp = getenv("PR_TEST_TMP") ? getenv("PR_TEST_TMP") : "/tmp";
+    apr_dir_make_recursive(tmp, APR_FPROT_OS_DEFAULT, f->pool);
+    char *dir = apr_psprintf(f->pool, "%s/smtp-session-XXXXXX", tmp);
+    assert_non_null(mkdtemp(dir));
+    pr_config_defaults(&f->cfg, f->pool);
+    f->cfg.server.data_dir = dir;
+    f->cfg.server.hostname = "mx.example.test";
+    static const char *domains[] = {"example.test"};
+    f->cfg.server.domains.n = 1;
+    f->cfg.server.domains.v = domains;
+    f->cfg.smtp.relay_networks.n = 0;
+    store_options_t so = {0};
+    so.data_dir = dir;
+    assert_int_equal(store_open(&f->store, &so, f->pool), APR_SUCCESS);
+    assert_int_equal(dir_open(&f->dir, &f->cfg, f->pool), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->dir, "alice@example.test", "alice-pw-1"), APR_SUCCESS);
+    assert_int_equal(pr_tls_create(&f->tls, &f->cfg, &err, f->pool), APR_SUCCESS);
+    assert_int_equal(smtp_server_create(&f->srv, &f->cfg, f->dir, f->store, f->tls, f->pool),
+                     APR_SUCCESS);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    store_close(f->store);
+    dir_close(f->dir);
+    pr_tls_destroy(f->tls);
+    apr_pool_destroy(f->pool);
+    free(f);
+    return 0;
+}
+
+/* Run one session over `script`; returns everything the server wrote. */
+static const char *run(fixture_t *f, smtp_service_e kind, const char *script, apr_pool_t *pool)
+{
+    pr_session_t s = {0};
+    s.sid = "TEST";
+    s.pool = pool;
+    s.peer_ip = "127.0.0.1";
+    s.local_ip = "127.0.0.1";
+    s.local_port = 25;
+    s.service = smtp_server_service(f->srv, kind);
+    assert_int_equal(pr_conn_create_memory(&s.conn, script, strlen(script), pool), APR_SUCCESS);
+    smtp_session_run(&s);
+    return pr_conn_memory_output(s.conn, NULL);
+}
+
+/* The reply lines' first 9 characters ("250 2.1.0"), one per line, joined by '|'. */
+static const char *codes(const char *out, apr_pool_t *pool)
+{
+    const char *res = "";
+    for (const char *p = out; *p;) {
+        const char *e = strstr(p, "\r\n");
+        if (!e) break;
+        res = apr_pstrcat(pool, res, *res ? "|" : "", apr_pstrndup(pool, p, 9), NULL);
+        p = e + 2;
+    }
+    return res;
+}
+
+static apr_uint32_t inbox_count(fixture_t *f, const char *user, apr_pool_t *pool)
+{
+    store_reader_t *r;
+    apr_array_header_t *folders;
+    assert_int_equal(store_reader_open(&r, f->store, pool), APR_SUCCESS);
+    assert_int_equal(store_folders_list(r, user, &folders, pool), APR_SUCCESS);
+    return folders->nelts ? APR_ARRAY_IDX(folders, 0, store_folder_info_t).messages : 0;
+}
+
+static void test_delivery(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p;
+    apr_pool_create(&p, f->pool);
+    const char *out = run(f, SMTP_SERVICE_MX,
+                          "HELO a.test\r\nMAIL FROM:<x@y.test>\r\nRCPT TO:<Alice@Example.TEST>\r\n"
+                          "DATA\r\nSubject: t\r\n\r\n..hi\r\n.\r\nQUIT\r\n",
+                          p);
+    assert_string_equal(codes(out, p), "220 mx.ex|250 mx.ex|250 2.1.0|250 2.1.5|354 End d|"
+                                       "250 2.0.0|221 2.0.0");
+    assert_int_equal(inbox_count(f, "alice@example.test", p), 1);
+
+    /* The stored copy: trace prefix, then the unstuffed body. */
+    store_reader_t *r;
+    store_stream_t *s;
+    char buf[4096];
+    apr_size_t len = sizeof(buf) - 1;
+    assert_int_equal(store_reader_open(&r, f->store, p), APR_SUCCESS);
+    assert_int_equal(store_message_open(&s, r, "alice@example.test", NULL, 1, p), APR_SUCCESS);
+    assert_int_equal(store_stream_read(s, buf, &len), APR_SUCCESS);
+    buf[len] = '\0';
+    assert_true(strncmp(buf, "Return-Path: <x@y.test>\r\nReceived: from a.test ([127.0.0.1])", 60) ==
+                0);
+    assert_non_null(strstr(buf, "\tfor <alice@example.test>;"));
+    const char *tail = "\r\nSubject: t\r\n\r\n.hi\r\n";
+    assert_string_equal(buf + len - strlen(tail), tail);
+    apr_pool_destroy(p);
+}
+
+static void test_relay_tricks_refused(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p;
+    apr_pool_create(&p, f->pool);
+    const char *out = run(f, SMTP_SERVICE_MX,
+                          "EHLO a\r\nMAIL FROM:<x@y.test>\r\n"
+                          "RCPT TO:<u@other.test>\r\n"
+                          "RCPT TO:<u%other.test@example.test>\r\n"
+                          "RCPT TO:<other.test!u@example.test>\r\n"
+                          "RCPT TO:<@example.test:u@other.test>\r\n"
+                          "RCPT TO:<\"u@other.test\"@example.test>\r\n"
+                          "RCPT TO:<u@[127.0.0.9]>\r\n"
+                          "RCPT TO:<nobody@example.test>\r\nDATA\r\nQUIT\r\n",
+                          p);
+    const char *c = codes(out, p);
+    const char *want_tail = "250 2.1.0|550 5.7.1|550 5.7.1|550 5.7.1|550 5.7.1|550 5.7.1|"
+                            "550 5.7.1|550 5.1.1|554 5.5.1|221 2.0.0";
+    assert_non_null(strstr(c, want_tail));
+    apr_pool_destroy(p);
+}
+
+static void test_sequence_and_submission(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p;
+    apr_pool_create(&p, f->pool);
+    const char *out = run(f, SMTP_SERVICE_SUBMISSION,
+                          "MAIL FROM:<alice@example.test>\r\nEHLO a\r\n"
+                          "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wdy0x\r\n"
+                          "MAIL FROM:<alice@example.test>\r\nQUIT\r\n",
+                          p);
+    const char *c = codes(out, p);
+    /* No AUTH before TLS (538); MAIL without AUTH on submission (530). */
+    assert_non_null(strstr(c, "220 mx.ex|503 5.5.1|"));
+    assert_non_null(strstr(c, "|538 5.7.1|530 5.7.0|221 2.0.0"));
+    apr_pool_destroy(p);
+}
+
+static void test_starttls_pipelined_input_discarded(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p;
+    apr_pool_create(&p, f->pool);
+    /* The handshake cannot complete over a scripted connection; what matters
+     * is that the pipelined RSET is never answered. */
+    const char *out = run(f, SMTP_SERVICE_MX, "EHLO a\r\nSTARTTLS\r\nRSET\r\nNOOP\r\n", p);
+    const char *c = codes(out, p);
+    assert_true(strlen(c) > 0);
+    const char *last = strrchr(c, '|');
+    assert_string_equal(last + 1, "220 2.0.0");
+    apr_pool_destroy(p);
+}
+
+int main(void)
+{
+    apr_initialize();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_delivery),
+        cmocka_unit_test(test_relay_tricks_refused),
+        cmocka_unit_test(test_sequence_and_submission),
+        cmocka_unit_test(test_starttls_pipelined_input_discarded),
+    };
+    int rc = cmocka_run_group_tests(tests, setup, teardown);
+    apr_terminate();
+    return rc;
+}
