@@ -27,8 +27,15 @@
 #
 # Postfix runs as a private instance in a temp directory (own config, queue,
 # data and Maildir directories, listener on a loopback port, chroot off, no
-# DNS, no client restrictions, in_flow_delay = 0, TLS off) with its default
-# durability: queue files and Maildir files are fsync'ed as shipped.
+# DNS, smtpd_peername_lookup = no, no client restrictions or limits,
+# in_flow_delay = 0, TLS off) with its default durability: queue files and
+# Maildir files are fsync'ed as shipped. postroomd gets the brief's config
+# plus limit_exempt_networks = 127.0.0.0/8 (its per-address limit of 50
+# would refuse the 100 idle sessions; Postfix exempts $mynetworks likewise).
+#
+# Each round also reports the client's CPU and how many cores everything
+# else on the machine kept busy meanwhile ("other"): the numbers are only as
+# good as the machine is quiet.
 #
 # Usage (as root, on Debian/Ubuntu):  tests/bench/smtp.sh
 #   MSGS=10000           messages per round
