@@ -845,7 +845,7 @@ static void smtp_act_expn(smtp_sess_t *ss, smtp_cmd_t *cmd)
                        APR_ARRAY_IDX(all, i, const char *));
 }
 
-static void smtp_act_unimplemented(smtp_sess_t *ss, smtp_cmd_t *cmd)
+static void smtp_act_obsolete(smtp_sess_t *ss, smtp_cmd_t *cmd)
 {
     (void)cmd;
     smtp_reply(ss, "502 5.5.1 Command not implemented");
@@ -873,10 +873,10 @@ static const smtp_cmd_def_t smtp_commands[] = {
     {SMTP_CMD_EXPN, ST_ANY, smtp_act_expn, NULL},
     {SMTP_CMD_STARTTLS, ST_ANY, smtp_act_starttls, NULL},
     {SMTP_CMD_AUTH, ST_ANY, smtp_act_auth, NULL},
-    {SMTP_CMD_SEND, ST_ANY, smtp_act_unimplemented, NULL},
-    {SMTP_CMD_SOML, ST_ANY, smtp_act_unimplemented, NULL},
-    {SMTP_CMD_SAML, ST_ANY, smtp_act_unimplemented, NULL},
-    {SMTP_CMD_TURN, ST_ANY, smtp_act_unimplemented, NULL},
+    {SMTP_CMD_SEND, ST_ANY, smtp_act_obsolete, NULL},
+    {SMTP_CMD_SOML, ST_ANY, smtp_act_obsolete, NULL},
+    {SMTP_CMD_SAML, ST_ANY, smtp_act_obsolete, NULL},
+    {SMTP_CMD_TURN, ST_ANY, smtp_act_obsolete, NULL},
 };
 
 static const smtp_cmd_def_t *smtp_command_find(smtp_verb_e verb)

@@ -61,11 +61,11 @@ def tree(root):
     children = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
+    out, pending = [], [root]
+    while pending:
+        pid = pending.pop()
         out.append(pid)
-        todo.extend(children.get(pid, []))
+        pending.extend(children.get(pid, []))
     return out
 
 
