@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start on a fresh Debian/Ubuntu machine: install what is missing,
 # build, write run/postroom.conf for example.test on loopback ports
-# (SMTP 2525, submission 2587, SMTPS 2465), create demo@example.test with a
+# (SMTP 2525, submission 2587, SMTPS 2465, POP3 2110, POP3S 2995), create demo@example.test with a
 # random password, and run postroomd in the foreground (Ctrl-C stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +40,10 @@ listen = 127.0.0.1:2525
 submission = 127.0.0.1:2587
 smtps = 127.0.0.1:2465
 relay_networks =
+
+[pop3]
+listen = 127.0.0.1:2110
+pop3s = 127.0.0.1:2995
 CONF
 "$POSTROOMD" -c "$CONF" --check
 
@@ -63,6 +67,8 @@ Or submit as demo over STARTTLS with authentication:
         --auth-password '$PASSWORD' --from demo@example.test --to demo@example.test
 Then look at the mailbox:
   $POSTROOM -c $CONF mailbox show demo@example.test
+or read it over POP3 with TLS (any mail program: server 127.0.0.1, port 2995, SSL):
+  curl -k --user 'demo@example.test:$PASSWORD' pop3s://127.0.0.1:2995/1
 
 Press Ctrl-C to stop.
 MSG

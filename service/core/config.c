@@ -57,7 +57,8 @@ typedef struct {
         sec, name, type, offsetof(pr_config_t, field), min, max                                    \
     }
 
-static const char *const sections[] = {"server", "smtp", "store", "tls", "directory"};
+static const char *const sections[] = {"server", "smtp", "pop3", "pop2", "store", "tls",
+                                       "directory"};
 
 static const key_def_t keys[] = {
     K("server", "hostname", T_HOSTNAME, server.hostname, 0, 0),
@@ -84,11 +85,20 @@ static const key_def_t keys[] = {
       PR_DURATION_MAX),
     K("smtp", "data_timeout", T_DURATION, smtp.data_timeout, APR_USEC_PER_SEC, PR_DURATION_MAX),
     K("smtp", "max_errors", T_INT, smtp.max_errors, 1, PR_COUNT_MAX),
+    K("pop3", "listen", T_ENDPOINTS, pop3.listen, 0, 0),
+    K("pop3", "pop3s", T_ENDPOINTS, pop3.pop3s, 0, 0),
+    K("pop3", "allow_plaintext_auth", T_BOOL, pop3.allow_plaintext_auth, 0, 0),
+    /* RFC 1939 3: the autologout timer is at least 10 minutes. */
+    K("pop3", "timeout", T_DURATION, pop3.timeout, apr_time_from_sec(600), PR_DURATION_MAX),
+    K("pop3", "max_errors", T_INT, pop3.max_errors, 1, PR_COUNT_MAX),
+    K("pop2", "listen", T_ENDPOINTS, pop2.listen, 0, 0),
     K("store", "min_free_space", T_SIZE, store.min_free_space, 0, 0),
+    K("store", "default_quota", T_SIZE, store.default_quota, 0, 0),
     K("tls", "certificate", T_PATH_OPT, tls.certificate, 0, 0),
     K("tls", "key", T_PATH_OPT, tls.key, 0, 0),
     K("tls", "min_version", T_TLS_VERSION, tls.min_version, 0, 0),
     K("directory", "backend", T_BACKEND, directory.backend, 0, 0),
+    K("directory", "auth_cache_ttl", T_DURATION, directory.auth_cache_ttl, 0, PR_DURATION_MAX),
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -265,11 +275,20 @@ void pr_config_defaults(pr_config_t *cfg, apr_pool_t *pool)
     cfg->smtp.data_timeout = apr_time_from_sec(3 * 60);
     cfg->smtp.max_errors = 10;
 
+    endpoints_one(&cfg->pop3.listen, "0.0.0.0", 110, pool);
+    endpoints_one(&cfg->pop3.pop3s, "0.0.0.0", 995, pool);
+    cfg->pop3.timeout = apr_time_from_sec(10 * 60);
+    cfg->pop3.max_errors = 10;
+    /* [pop2] listen: empty, POP2 is off unless asked for. */
+
+    cfg->store.default_quota = (apr_off_t)2 * 1024 * 1024 * 1024;
+
     cfg->tls.certificate = "";
     cfg->tls.key = "";
     cfg->tls.min_version = TLS1_2_VERSION;
 
     cfg->directory.backend = "local";
+    cfg->directory.auth_cache_ttl = apr_time_from_sec(10 * 60);
 }
 
 /* ---- parsing state ------------------------------------------------------ */
@@ -833,9 +852,11 @@ static int key_index(const char *section, const char *key)
 static void check_listeners(parse_t *ps)
 {
     const int idx[] = {key_index("smtp", "listen"), key_index("smtp", "submission"),
-                       key_index("smtp", "smtps")};
+                       key_index("smtp", "smtps"),  key_index("pop3", "listen"),
+                       key_index("pop3", "pop3s"),  key_index("pop2", "listen")};
+    const int n_idx = (int)(sizeof(idx) / sizeof(idx[0]));
     apr_hash_t *used = apr_hash_make(ps->pool); /* "host port" -> &idx[key] */
-    for (int a = 0; a < 3; a++) {
+    for (int a = 0; a < n_idx; a++) {
         const pr_endpoints_t *l = field(ps, &keys[idx[a]]);
         for (int i = 0; i < l->n; i++) {
             const pr_endpoint_t *x = &l->v[i];
@@ -853,8 +874,9 @@ static void check_listeners(parse_t *ps)
             } else {
                 int blame = ps->seen[idx[a]] >= ps->seen[*prev] ? idx[a] : *prev;
                 int other = blame == idx[a] ? *prev : idx[a];
-                fail_key(ps, ps->seen[blame], &keys[blame], "%s:%u is also used by [smtp] %s",
-                         shown(x->host, ps->pool), (unsigned)x->port, keys[other].key);
+                fail_key(ps, ps->seen[blame], &keys[blame], "%s:%u is also used by [%s] %s",
+                         shown(x->host, ps->pool), (unsigned)x->port, keys[other].section,
+                         keys[other].key);
             }
             return;
         }

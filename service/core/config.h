@@ -58,7 +58,20 @@ typedef struct pr_config_t {
     } smtp;
 
     struct {
+        pr_endpoints_t listen;    /* STLS; default 0.0.0.0:110 */
+        pr_endpoints_t pop3s;     /* implicit TLS; default 0.0.0.0:995 */
+        int allow_plaintext_auth; /* default no */
+        apr_time_t timeout;       /* autologout; default and minimum 10m (RFC 1939 3) */
+        int max_errors;           /* default 10: then -ERR and close */
+    } pop3;
+
+    struct {
+        pr_endpoints_t listen; /* RFC 937; default empty (off) */
+    } pop2;
+
+    struct {
         apr_off_t min_free_space;   /* default 0 = 1.5 x max_message_size */
+        apr_off_t default_quota;    /* per mailbox owner, all folders; default 2g, 0 = none */
     } store;
 
     struct {
@@ -69,7 +82,8 @@ typedef struct pr_config_t {
     } tls;
 
     struct {
-        const char *backend; /* "local" (default) */
+        const char *backend;       /* "local" (default) */
+        apr_time_t auth_cache_ttl; /* verified-credential cache; default 10m, 0 = off */
     } directory;
 } pr_config_t;
 

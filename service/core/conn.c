@@ -5,6 +5,8 @@
 #include "service/core/status.h"
 #include "service/core/tls.h"
 
+#include <apr_network_io.h>
+#include <apr_portable.h>
 #include <apr_strings.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
@@ -13,6 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <winsock2.h>
+#else
+#include <sys/socket.h>
+#include <sys/time.h>
+#endif
 
 #define CONN_IN_INITIAL 4096   /* enough for any ordinary command and a DATA read */
 #define CONN_IN_MAX (64 * 1024) /* grown only for long lines (AUTH); reset after */
@@ -36,6 +44,7 @@ struct pr_conn_t {
 
 typedef struct sock_tp_t {
     apr_socket_t *sock;
+    apr_interval_time_t timeout; /* what the kernel has now; 0 is none */
 } sock_tp_t;
 
 static apr_status_t sock_recv(void *ctx, char *buf, apr_size_t *len)
@@ -60,10 +69,28 @@ static apr_status_t sock_send(void *ctx, const char *buf, apr_size_t len)
     return APR_SUCCESS;
 }
 
+/* The socket stays in blocking mode and the kernel enforces the timeout
+ * (SO_RCVTIMEO/SO_SNDTIMEO): one read() per receive, where APR's own
+ * timeouts would add a poll() before every read that finds nothing yet.
+ * A timed-out read or write fails with EAGAIN, reported as PR_ETIMEOUT. */
 static void sock_set_timeout(void *ctx, apr_interval_time_t t)
 {
     sock_tp_t *s = ctx;
-    apr_socket_timeout_set(s->sock, t);
+    apr_os_sock_t fd;
+    if (t < 0) t = 0; /* 0: no timeout */
+    if (t == s->timeout || apr_os_sock_get(&fd, s->sock) != APR_SUCCESS) return;
+    s->timeout = t;
+#ifdef _WIN32
+    DWORD ms = (DWORD)(t / 1000);
+    if (t > 0 && ms == 0) ms = 1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&ms, sizeof(ms));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, (const char *)&ms, sizeof(ms));
+#else
+    struct timeval tv = {.tv_sec = (time_t)(t / APR_USEC_PER_SEC),
+                         .tv_usec = (suseconds_t)(t % APR_USEC_PER_SEC)};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+#endif
 }
 
 static void sock_shutdown_read(void *ctx)

@@ -1,6 +1,10 @@
 /* Listeners, connection limits and session threads. A session runs on its
- * own detached thread with a small stack and its own pool allocator, so an
- * idle connection costs a few pages and a slow client never delays another. */
+ * own detached thread with a small stack and its own unmanaged pool, so an
+ * idle connection costs a few pages and a slow client never delays another.
+ * All session pools draw from one shared allocator that keeps a bounded
+ * cache of freed blocks: Debian's APR maps every block with mmap, and an
+ * munmap per block per session (with its TLB shootdown on every core) was
+ * the largest single cost of a short SMTP session. */
 #include "service/core/listener.h"
 #include "service/core/log.h"
 #include "service/core/status.h"
@@ -27,6 +31,12 @@
 #define SESSION_STACK (256 * 1024) /* reserved, not committed: idle cost is touched pages */
 #endif
 #define MAX_LISTENERS 64
+#define SESSION_BLOCK_CACHE (8 * 1024 * 1024) /* freed pool blocks kept for reuse */
+/* A thread whose session ended waits this long for the next connection
+ * before it exits, and at most MAX_SPARE threads wait: a busy server hands
+ * connections to waiting threads instead of creating one per connection. */
+#define SPARE_WAIT apr_time_from_sec(5)
+#define MAX_SPARE 32
 
 typedef struct lsock_t {
     apr_socket_t *sock;
@@ -50,6 +60,13 @@ struct pr_listener_t {
     apr_thread_t *acceptor;
     apr_thread_mutex_t *mutex;
     apr_thread_cond_t *cond; /* signalled when a session ends */
+    apr_thread_cond_t *spare_cond; /* signalled when a session is handed over */
+    pr_session_t *handoff;         /* sessions waiting for a spare thread */
+    int n_handoff;
+    int n_spare;                   /* threads waiting for a session */
+    int n_threads;                 /* session threads alive (busy or spare) */
+    apr_allocator_t *alloc;  /* shared by all session pools */
+    apr_thread_mutex_t *alloc_mutex;
     pr_session_t *sessions;  /* doubly linked list of live sessions */
     int n_sessions;
     apr_hash_t *per_addr;
@@ -57,6 +74,16 @@ struct pr_listener_t {
     apr_uint32_t sid_base;
     volatile apr_uint32_t sid_counter;
 };
+
+/* The shared allocator goes with the listener's pool, unless sessions that
+ * outlived the stop grace still use it (the process is about to exit). */
+static apr_status_t listener_cleanup(void *data)
+{
+    pr_listener_t *l = data;
+    if (l->alloc && l->n_sessions == 0) apr_allocator_destroy(l->alloc);
+    l->alloc = NULL;
+    return APR_SUCCESS;
+}
 
 apr_status_t pr_listener_create(pr_listener_t **l_r, const pr_listener_opts_t *opts,
                                 apr_pool_t *pool)
@@ -68,8 +95,14 @@ apr_status_t pr_listener_create(pr_listener_t **l_r, const pr_listener_opts_t *o
     l->per_addr = apr_hash_make(pool);
     if ((st = apr_thread_mutex_create(&l->mutex, APR_THREAD_MUTEX_DEFAULT, pool)) ||
         (st = apr_thread_cond_create(&l->cond, pool)) ||
-        (st = apr_pollset_create(&l->pollset, MAX_LISTENERS, pool, APR_POLLSET_WAKEABLE)))
+        (st = apr_thread_cond_create(&l->spare_cond, pool)) ||
+        (st = apr_thread_mutex_create(&l->alloc_mutex, APR_THREAD_MUTEX_DEFAULT, pool)) ||
+        (st = apr_pollset_create(&l->pollset, MAX_LISTENERS, pool, APR_POLLSET_WAKEABLE)) ||
+        (st = apr_allocator_create(&l->alloc)))
         return st;
+    apr_allocator_mutex_set(l->alloc, l->alloc_mutex);
+    apr_allocator_max_free_set(l->alloc, SESSION_BLOCK_CACHE);
+    apr_pool_cleanup_register(pool, l, listener_cleanup, apr_pool_cleanup_null);
     RAND_bytes((unsigned char *)&l->sid_base, sizeof(l->sid_base));
     *l_r = l;
     return APR_SUCCESS;
@@ -177,18 +210,51 @@ static void listener_release(pr_listener_t *l, pr_session_t *s)
     apr_thread_mutex_unlock(l->mutex);
 }
 
-static void *session_main(void *arg)
+static void session_run(pr_session_t *s)
 {
-    pr_session_t *s = arg;
     lsock_t *ls = s->service;
     s->service = ls->service;
     ls->fn(s);
     pr_conn_close(s->conn);
     apr_socket_close(s->sock);
-    pr_listener_t *l = s->owner;
     apr_pool_t *pool = s->pool;
-    listener_release(l, s);
+    listener_release(s->owner, s);
     apr_pool_destroy(pool);
+}
+
+/* Wait as a spare for the next session; NULL when none came in time. */
+static pr_session_t *listener_next_session(pr_listener_t *l)
+{
+    pr_session_t *s = NULL;
+    apr_thread_mutex_lock(l->mutex);
+    if (!l->stopping && l->n_spare < MAX_SPARE) {
+        apr_time_t deadline = apr_time_now() + SPARE_WAIT;
+        l->n_spare++;
+        while (!l->handoff && !l->stopping) {
+            apr_time_t now = apr_time_now();
+            if (now >= deadline) break;
+            apr_thread_cond_timedwait(l->spare_cond, l->mutex, deadline - now);
+        }
+        l->n_spare--;
+        if ((s = l->handoff) != NULL) {
+            l->handoff = s->handoff_next;
+            l->n_handoff--;
+        }
+    }
+    if (!s) {
+        l->n_threads--;
+        apr_thread_cond_broadcast(l->cond);
+    }
+    apr_thread_mutex_unlock(l->mutex);
+    return s;
+}
+
+static void *session_main(void *arg)
+{
+    pr_session_t *s = arg;
+    pr_listener_t *l = s->owner;
+    do session_run(s);
+    while ((s = listener_next_session(l)) != NULL);
     return NULL;
 }
 
@@ -200,7 +266,7 @@ static DWORD WINAPI session_main_win(LPVOID arg)
 }
 #endif
 
-static int listener_spawn(pr_session_t *s)
+static int listener_thread_start(pr_session_t *s)
 {
 #ifdef _WIN32
     HANDLE h = CreateThread(NULL, SESSION_STACK, session_main_win, s,
@@ -221,19 +287,35 @@ static int listener_spawn(pr_session_t *s)
 #endif
 }
 
+/* Hand the session to a spare thread, else start a thread for it. */
+static int listener_spawn(pr_listener_t *l, pr_session_t *s)
+{
+    apr_thread_mutex_lock(l->mutex);
+    if (l->n_spare > l->n_handoff) {
+        s->handoff_next = l->handoff;
+        l->handoff = s;
+        l->n_handoff++;
+        apr_thread_cond_signal(l->spare_cond);
+        apr_thread_mutex_unlock(l->mutex);
+        return 1;
+    }
+    l->n_threads++;
+    apr_thread_mutex_unlock(l->mutex);
+    if (listener_thread_start(s)) return 1;
+    apr_thread_mutex_lock(l->mutex);
+    l->n_threads--;
+    apr_thread_mutex_unlock(l->mutex);
+    return 0;
+}
+
 static void listener_accept(pr_listener_t *l, lsock_t *ls)
 {
-    apr_allocator_t *alloc;
     apr_pool_t *pool;
     apr_socket_t *ns;
     apr_sockaddr_t *peer, *local;
     char buf[120];
 
-    if (apr_allocator_create(&alloc) != APR_SUCCESS) abort();
-    /* Freed blocks go straight back to malloc: idle sessions stay small. */
-    apr_allocator_max_free_set(alloc, 1);
-    if (apr_pool_create_unmanaged_ex(&pool, NULL, alloc) != APR_SUCCESS) abort();
-    apr_allocator_owner_set(alloc, pool);
+    if (apr_pool_create_unmanaged_ex(&pool, NULL, l->alloc) != APR_SUCCESS) abort();
 
     apr_status_t st = apr_socket_accept(&ns, ls->sock, pool);
     if (st != APR_SUCCESS) {
@@ -275,7 +357,7 @@ static void listener_accept(pr_listener_t *l, lsock_t *ls)
         return;
     }
     pr_conn_create_socket(&s->conn, ns, pool);
-    if (!listener_spawn(s)) {
+    if (!listener_spawn(l, s)) {
         pr_log_error(s->sid, "cannot start a session thread");
         pr_conn_close(s->conn);
         apr_socket_close(ns);
@@ -379,6 +461,10 @@ int pr_listener_stop(pr_listener_t *l, apr_interval_time_t grace)
         if (wait > apr_time_from_msec(200)) wait = apr_time_from_msec(200);
         apr_thread_cond_timedwait(l->cond, l->mutex, wait);
         listener_wake(l, 0);
+    }
+    if (left == 0) { /* let the spare threads go, and wait until they have */
+        apr_thread_cond_broadcast(l->spare_cond);
+        while (l->n_threads > 0) apr_thread_cond_wait(l->cond, l->mutex);
     }
     apr_thread_mutex_unlock(l->mutex);
     return woken_all ? left : 0;

@@ -25,7 +25,8 @@ typedef struct pr_session_t {
     volatile int busy;
     /* private */
     pr_listener_t *owner;
-    struct pr_session_t *next, *prev;
+    struct pr_session_t *next, *prev;   /* the live sessions */
+    struct pr_session_t *handoff_next;  /* waiting for a spare thread */
     apr_socket_t *sock;
 } pr_session_t;
 

@@ -182,7 +182,7 @@ apr_status_t store_open(store_t **st_r, const store_options_t *opts, apr_pool_t 
         (rv = apr_thread_mutex_create(&st->sync_mu, APR_THREAD_MUTEX_DEFAULT, pool)) !=
             APR_SUCCESS ||
         (rv = apr_thread_cond_create(&st->work, pool)) != APR_SUCCESS ||
-        (rv = apr_thread_cond_create(&st->done, pool)) != APR_SUCCESS)
+        (rv = apr_pool_create(&st->waiter_pool, pool)) != APR_SUCCESS)
         return rv;
     st->copy_buf = apr_palloc(pool, STORE_COPY_CHUNK);
 

@@ -79,6 +79,14 @@ struct store_body_t {
 
 typedef enum { STORE_REQ_DELIVER, STORE_REQ_FLAGS, STORE_REQ_EXPUNGE } store_req_kind_t;
 
+/* A condition a requester sleeps on, so the writer wakes exactly the
+ * requesters whose commit is done (not every waiting thread). Kept on a free
+ * list in the store; there are never more than concurrent requesters. */
+typedef struct store_waiter_t {
+    struct store_waiter_t *next;
+    apr_thread_cond_t *cond;
+} store_waiter_t;
+
 /* One write request; lives on the requester's stack while it waits. */
 typedef struct store_req_t {
     struct store_req_t *next;
@@ -91,6 +99,7 @@ typedef struct store_req_t {
     int n_uids;
     apr_status_t status;
     int done;
+    store_waiter_t *waiter;
 } store_req_t;
 
 struct store_t {
@@ -103,7 +112,8 @@ struct store_t {
 
     apr_thread_mutex_t *mu;      /* guards queue, flags and stats */
     apr_thread_cond_t *work;     /* writer waits for requests */
-    apr_thread_cond_t *done;     /* requesters wait for their commit */
+    store_waiter_t *waiters;     /* free list; requesters wait for their commit */
+    apr_pool_t *waiter_pool;     /* the waiters' memory; used only under mu */
     apr_thread_mutex_t *sync_mu; /* serialises writes without a writer thread */
     apr_thread_t *writer;
     store_req_t *head, *tail;

@@ -318,9 +318,11 @@ static void *APR_THREAD_FUNC store_writer_main(apr_thread_t *t, void *data)
         if (expect > st->opts.group_commit_max) expect = st->opts.group_commit_max;
         st->stats.commits += commits;
         st->stats.deliveries += deliveries;
-        for (store_req_t *r = batch; r; r = r->next)
+        for (store_req_t *r = batch, *next; r; r = next) {
+            next = r->next; /* r may be gone once done is seen */
             r->done = 1;
-        apr_thread_cond_broadcast(st->done);
+            apr_thread_cond_signal(r->waiter->cond);
+        }
     }
     apr_thread_mutex_unlock(st->mu);
     /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips a
@@ -374,6 +376,15 @@ apr_status_t store_writer_submit(store_t *st, store_req_t *req)
         apr_thread_mutex_unlock(st->mu);
         return PR_ESHUTDOWN;
     }
+    store_waiter_t *w = st->waiters;
+    if (w)
+        st->waiters = w->next;
+    else if (!(w = apr_palloc(st->waiter_pool, sizeof(*w))) ||
+             apr_thread_cond_create(&w->cond, st->waiter_pool) != APR_SUCCESS) {
+        apr_thread_mutex_unlock(st->mu);
+        return PR_EIO;
+    }
+    req->waiter = w;
     if (st->tail)
         st->tail->next = req;
     else
@@ -382,7 +393,9 @@ apr_status_t store_writer_submit(store_t *st, store_req_t *req)
     st->queued++;
     apr_thread_cond_signal(st->work);
     while (!req->done)
-        apr_thread_cond_wait(st->done, st->mu);
+        apr_thread_cond_wait(w->cond, st->mu);
+    w->next = st->waiters;
+    st->waiters = w;
     apr_thread_mutex_unlock(st->mu);
     return req->status;
 }

@@ -195,6 +195,9 @@ listen = $HOST:$PR_PORT
 submission =
 smtps =
 relay_networks =
+[pop3]
+listen =
+pop3s =
 EOF
   say "starting postroomd on $HOST:$PR_PORT"
   if ! start_postroomd; then

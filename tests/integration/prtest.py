@@ -45,6 +45,9 @@ class Server:
         self.smtp_port = free_port()
         self.submission_port = free_port()
         self.smtps_port = free_port()
+        self.pop3_port = free_port()
+        self.pop3s_port = free_port()
+        self.pop2_port = free_port()  # only used when a test turns POP2 on
         self.conf = os.path.join(self.dir, "postroom.conf")
         self.log = os.path.join(self.dir, "postroomd.log")
         self.proc = None
@@ -61,6 +64,10 @@ class Server:
                 "submission": "%s:%d" % (HOST, self.submission_port),
                 "smtps": "%s:%d" % (HOST, self.smtps_port),
                 "relay_networks": "",
+            },
+            "pop3": {
+                "listen": "%s:%d" % (HOST, self.pop3_port),
+                "pop3s": "%s:%d" % (HOST, self.pop3s_port),
             },
         }
         for key, value in (extra or {}).items():
