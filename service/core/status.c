@@ -21,6 +21,7 @@ static const char *const pr_status_text[] = {
     [PR_ESHUTDOWN - PR_STATUS_BASE] = "shutting down",
     [PR_ELINE - PR_STATUS_BASE] = "line too long",
     [PR_ETLS - PR_STATUS_BASE] = "TLS error",
+    [PR_EBUSY - PR_STATUS_BASE] = "in use",
 };
 
 const char *pr_strerror(apr_status_t st, char *buf, apr_size_t bufsize)

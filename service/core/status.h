@@ -27,6 +27,7 @@ enum {
     PR_ESHUTDOWN,                      /* server is stopping */
     PR_ELINE,                          /* line over its limit */
     PR_ETLS,                           /* TLS failure */
+    PR_EBUSY,                          /* in use by another session (a locked maildrop) */
 };
 
 /* Human readable text for any status (project, APR or OS); buf gets it. */

@@ -351,7 +351,7 @@ static void test_unknown_and_structure(void **state)
     (void)state;
     assert_error("[smtp]\nlisten = 0.0.0.0:25\nfoo = 1\n", "t.conf:3: unknown key 'foo' in [smtp]");
     /* An unknown section is an error even with no keys in it. */
-    assert_error("[server]\n\n[pop3]\n", "t.conf:3: unknown section [pop3]");
+    assert_error("[server]\n\n[imap4]\n", "t.conf:3: unknown section [imap4]");
     assert_error("[server]\n[ldap]\nuri = ldap://x\n", "t.conf:2: unknown section [ldap]");
     assert_error("hostname = x\n", "t.conf:1: key 'hostname' outside any section");
     assert_error("[smtp]\nvrfy = no\n\nvrfy = yes\n",
@@ -489,6 +489,28 @@ static void test_domains(void **state)
     assert_error("[server]\nhostname = mail example\n",
                  "t.conf:2: [server] hostname: bad host name 'mail example'");
     assert_error("[server]\nhostname =\n", "t.conf:2: [server] hostname: empty value");
+}
+
+static void test_pop3_store_directory_keys(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("[pop3]\nlisten = 127.0.0.1:2110\npop3s =\n"
+                                "allow_plaintext_auth = yes\ntimeout = 15m\n"
+                                "[pop2]\nlisten = 127.0.0.1:2109\n"
+                                "[store]\ndefault_quota = 0\n"
+                                "[directory]\nauth_cache_ttl = 0\n");
+    assert_int_equal(cfg->pop3.listen.n, 1);
+    assert_int_equal(cfg->pop3.listen.v[0].port, 2110);
+    assert_int_equal(cfg->pop3.pop3s.n, 0);
+    assert_int_equal(cfg->pop3.allow_plaintext_auth, 1);
+    assert_true(cfg->pop3.timeout == apr_time_from_sec(900));
+    assert_int_equal(cfg->pop2.listen.n, 1);
+    assert_true(cfg->store.default_quota == 0);
+    assert_true(cfg->directory.auth_cache_ttl == 0);
+    /* RFC 1939: the autologout timer may not be shorter than 10 minutes. */
+    assert_error_prefix("[pop3]\ntimeout = 5m\n", "t.conf:2: ");
+    assert_error("[pop3]\nlisten = 127.0.0.1:2110\n[pop2]\nlisten = 127.0.0.1:2110\n",
+                 "t.conf:4: [pop2] listen: 127.0.0.1:2110 is also used by [pop3] listen");
 }
 
 static void test_listeners(void **state)
@@ -663,6 +685,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listeners, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pop3_store_directory_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enums, setup, teardown),
         cmocka_unit_test_setup_teardown(test_min_free_space, setup, teardown),
         cmocka_unit_test_setup_teardown(test_messages_are_clean, setup, teardown),
