@@ -325,6 +325,22 @@ apr_status_t admin_user_passwd(admin_t *a, const char *address, const char *pass
     return APR_SUCCESS;
 }
 
+apr_status_t admin_user_quota(admin_t *a, const char *address, apr_off_t quota, const char **err_r,
+                              apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(address, p);
+    apr_status_t st;
+    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
+    if (quota < -1)
+        return admin_fail(err_r, p, PR_EINVAL,
+                          "invalid quota (bytes, 0 for unlimited, or the default)");
+    st = dir_user_set_quota(a->dir, n, quota);
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "user '%s' does not exist", n);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    return APR_SUCCESS;
+}
+
 apr_status_t admin_user_del(admin_t *a, const char *address, const char **err_r, apr_pool_t *p)
 {
     const char *n = dir_address_normalize(address, p);
@@ -504,9 +520,11 @@ apr_status_t admin_mailbox_show(admin_t *a, const char *address, admin_mailbox_t
     if ((st = admin_store(a, &store, err_r, p)) != APR_SUCCESS) return st;
 
     /* The reader (a database connection) lives only for this call. */
+    apr_off_t used = 0;
     apr_pool_create(&rp, p);
     st = store_reader_open(&r, store, rp);
     if (st == APR_SUCCESS) st = store_folders_list(r, n, &folders, p);
+    if (st == APR_SUCCESS) st = store_user_usage(r, n, NULL, &used);
     apr_pool_destroy(rp);
     if (st != APR_SUCCESS)
         return admin_fail(err_r, p, st, "cannot read the mailbox of '%s': %s", n,
@@ -517,6 +535,10 @@ apr_status_t admin_mailbox_show(admin_t *a, const char *address, admin_mailbox_t
 
     admin_mailbox_t *m = apr_pcalloc(p, sizeof(*m));
     m->address = n;
+    m->used = used;
+    /* The same rule as SMTP delivery applies: the user's own, else the default. */
+    m->quota_is_default = ust != APR_SUCCESS || u->quota < 0;
+    m->quota = m->quota_is_default ? a->cfg->store.default_quota : u->quota;
     m->folders = apr_array_make(p, folders->nelts, sizeof(admin_folder_t));
     for (int i = 0; i < folders->nelts; i++) {
         const store_folder_info_t *fi = &APR_ARRAY_IDX(folders, i, store_folder_info_t);

@@ -29,6 +29,9 @@ typedef struct admin_mailbox_t {
     apr_array_header_t *folders; /* admin_folder_t */
     apr_uint32_t messages;
     apr_off_t size;
+    apr_off_t used;       /* what the quota counts: the store's running total */
+    apr_off_t quota;      /* the limit that applies, bytes; 0 = none */
+    int quota_is_default; /* 1: [store] default_quota; 0: set for this user */
 } admin_mailbox_t;
 
 apr_status_t admin_domain_add(admin_t *a, const char *domain, const char **err_r, apr_pool_t *p);
@@ -40,6 +43,9 @@ apr_status_t admin_user_add(admin_t *a, const char *address, const char *passwor
                             const char **err_r, apr_pool_t *p);
 apr_status_t admin_user_passwd(admin_t *a, const char *address, const char *password,
                                const char **err_r, apr_pool_t *p);
+/* quota: bytes, 0 = unlimited, -1 = back to [store] default_quota. */
+apr_status_t admin_user_quota(admin_t *a, const char *address, apr_off_t quota, const char **err_r,
+                              apr_pool_t *p);
 apr_status_t admin_user_del(admin_t *a, const char *address, const char **err_r, apr_pool_t *p);
 apr_status_t admin_user_list(admin_t *a, apr_array_header_t **out_r /* dir_user_t */,
                              const char **err_r, apr_pool_t *p);

@@ -441,10 +441,46 @@ static apr_status_t local_user_get(void *ctx, const char *address, dir_user_t **
     return st;
 }
 
+/* Shared by authenticate and auth_tag: one prepared statement for both. */
+static const char local_sql_credential[] =
+    "SELECT password_hash, enabled FROM users WHERE address = ?1";
+
+/* The stored hash is the tag: it has a fresh random salt each time a
+ * password is set (even to the same one), so any change shows. */
+static apr_status_t local_auth_tag(void *ctx, const char *login, const char **user_r,
+                                   const char **tag_r, apr_pool_t *pool)
+{
+    local_t *l = ctx;
+    local_conn_t *c;
+    sqlite3_stmt *s;
+    char a[DIR_ADDRESS_MAX + 1];
+    apr_status_t st;
+    int rc;
+
+    if (!dir_address_normalize_buf(a, sizeof(a), login)) return PR_ENOTFOUND;
+    if ((st = local_conn_get(l, &c)) != APR_SUCCESS) return st;
+    if ((st = local_stmt(c, local_sql_credential, &s)) == APR_SUCCESS) {
+        sqlite3_bind_text(s, 1, a, -1, SQLITE_STATIC);
+        rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW && sqlite3_column_int(s, 1) != 0) {
+            const char *h = (const char *)sqlite3_column_text(s, 0);
+            *tag_r = apr_pstrdup(pool, h ? h : "");
+            *user_r = apr_pstrdup(pool, a);
+        } else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+            st = PR_ENOTFOUND; /* unknown or disabled */
+        } else {
+            st = local_err(c->db, rc, "step");
+        }
+        sqlite3_reset(s);
+    }
+    local_conn_put(l, c);
+    return st;
+}
+
 static apr_status_t local_authenticate(void *ctx, const char *login, const char *password,
                                        const char **user_r, apr_pool_t *pool)
 {
-    static const char sql[] = "SELECT password_hash, enabled FROM users WHERE address = ?1";
+    const char *sql = local_sql_credential;
     local_t *l = ctx;
     local_conn_t *c;
     sqlite3_stmt *s;
@@ -601,6 +637,32 @@ static apr_status_t local_user_set_password(void *ctx, const char *address, cons
         local_conn_put(l, c);
     }
     apr_pool_destroy(p);
+    return st;
+}
+
+static apr_status_t local_user_set_quota(void *ctx, const char *address, apr_off_t quota)
+{
+    static const char sql[] = "UPDATE users SET quota = ?2 WHERE address = ?1";
+    local_t *l = ctx;
+    local_conn_t *c;
+    sqlite3_stmt *s;
+    char a[DIR_ADDRESS_MAX + 1];
+    apr_status_t st;
+    int rc;
+
+    if (!dir_address_normalize_buf(a, sizeof(a), address) || quota < -1) return PR_EINVAL;
+    if ((st = local_conn_get(l, &c)) != APR_SUCCESS) return st;
+    if ((st = local_stmt(c, sql, &s)) == APR_SUCCESS) {
+        sqlite3_bind_text(s, 1, a, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 2, (sqlite3_int64)quota);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            st = local_err(c->db, rc, "step");
+        else if (sqlite3_changes(c->db) == 0)
+            st = PR_ENOTFOUND;
+    }
+    local_conn_put(l, c);
     return st;
 }
 
@@ -823,4 +885,6 @@ const dir_backend_t dir_local_backend = {
     .list_member_del = local_list_member_del,
     .list_list = local_list_list,
     .user_get = local_user_get,
+    .auth_tag = local_auth_tag,
+    .user_set_quota = local_user_set_quota,
 };

@@ -10,11 +10,30 @@
 #include <apr_hash.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
+#include <apr_thread_mutex.h>
 #include <apr_thread_rwlock.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Backends known by name in [directory] backend. */
 static const dir_backend_t *const dir_backends[] = {&dir_local_backend};
+
+#define DIR_AC_MAC_LEN 32 /* HMAC-SHA256 */
+
+/* One remembered successful login. malloc'd: entries come and go for the
+ * life of the process, which a pool would never give back. */
+typedef struct dir_ac_entry_t {
+    struct dir_ac_entry_t *prev, *next; /* insertion order, oldest first */
+    apr_time_t expires;
+    unsigned char mac[DIR_AC_MAC_LEN]; /* HMAC(key, tag || 0 || password) */
+    const char *user;                  /* canonical address, after login */
+    char login[];                      /* the cache key */
+} dir_ac_entry_t;
 
 struct dir_t {
     apr_pool_t *pool;
@@ -25,6 +44,20 @@ struct dir_t {
     const dir_backend_t *be;
     void *ctx;
     apr_pool_t *be_pool;
+    int closed;
+
+    /* The verified-credential cache (dir_authenticate). ac_mutex guards
+     * the table, the list, the counters; it is taken inside lock. */
+    apr_thread_mutex_t *ac_mutex;
+    apr_pool_t *ac_pool; /* the table's own memory, used under ac_mutex */
+    apr_hash_t *ac;      /* login -> dir_ac_entry_t* */
+    dir_ac_entry_t *ac_head, *ac_tail;
+    int ac_n, ac_max;
+    dir_auth_stats_t ac_stats;
+    EVP_MAC *ac_hmac;
+    /* Random per process: a cached value means nothing outside it, and
+     * nothing derived from a password survives a restart. */
+    unsigned char ac_key[32];
 };
 
 /* ---- addresses */
@@ -135,15 +168,95 @@ static apr_status_t dir_backend_start(const dir_backend_t **be_r, void **ctx_r, 
     return APR_SUCCESS;
 }
 
+/* ---- verified-credential cache; the dir_ac_* helpers expect ac_mutex held */
+
+static void dir_ac_unlink(dir_t *d, dir_ac_entry_t *e)
+{
+    apr_hash_set(d->ac, e->login, APR_HASH_KEY_STRING, NULL);
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        d->ac_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        d->ac_tail = e->prev;
+    d->ac_n--;
+    OPENSSL_cleanse(e->mac, sizeof(e->mac));
+    free(e);
+}
+
+static void dir_ac_flush(dir_t *d)
+{
+    while (d->ac_head)
+        dir_ac_unlink(d, d->ac_head);
+}
+
+static void dir_ac_insert(dir_t *d, const char *login, const char *user, const unsigned char *mac,
+                          apr_time_t expires)
+{
+    dir_ac_entry_t *e = apr_hash_get(d->ac, login, APR_HASH_KEY_STRING);
+    apr_time_t now = apr_time_now();
+    apr_size_t nl = strlen(login) + 1, nu = strlen(user) + 1;
+
+    if (e) dir_ac_unlink(d, e);
+    /* Entries are in insertion order under one TTL (a reload empties the
+     * table), so the expired ones are at the head; past the bound the
+     * oldest go even if still valid. */
+    while (d->ac_head && (d->ac_head->expires <= now || d->ac_n >= d->ac_max))
+        dir_ac_unlink(d, d->ac_head);
+    if (d->ac_max <= 0) return;
+    if (!(e = malloc(sizeof(*e) + nl + nu))) abort();
+    memcpy(e->login, login, nl);
+    memcpy(e->login + nl, user, nu);
+    e->user = e->login + nl;
+    memcpy(e->mac, mac, DIR_AC_MAC_LEN);
+    e->expires = expires;
+    e->next = NULL;
+    e->prev = d->ac_tail;
+    if (d->ac_tail)
+        d->ac_tail->next = e;
+    else
+        d->ac_head = e;
+    d->ac_tail = e;
+    d->ac_n++;
+    apr_hash_set(d->ac, e->login, APR_HASH_KEY_STRING, e);
+}
+
+/* HMAC-SHA256(key, tag || 0 || password): binds the password to this very
+ * credential; the NUL keeps (tag, password) pairs from running together. */
+static int dir_ac_mac(dir_t *d, const char *tag, const char *password,
+                      unsigned char out[DIR_AC_MAC_LEN])
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    EVP_MAC_CTX *c = EVP_MAC_CTX_new(d->ac_hmac);
+    size_t len = 0;
+    int ok = c && EVP_MAC_init(c, d->ac_key, sizeof(d->ac_key), params) &&
+             EVP_MAC_update(c, (const unsigned char *)tag, strlen(tag) + 1) &&
+             EVP_MAC_update(c, (const unsigned char *)password, strlen(password)) &&
+             EVP_MAC_final(c, out, &len, DIR_AC_MAC_LEN) && len == DIR_AC_MAC_LEN;
+    EVP_MAC_CTX_free(c);
+    return ok;
+}
+
 static apr_status_t dir_cleanup(void *data)
 {
     dir_t *d = data;
+    if (d->closed) return APR_SUCCESS;
+    d->closed = 1;
     if (d->be) {
         d->be->close(d->ctx);
         apr_pool_destroy(d->be_pool);
         d->be = NULL;
         d->ctx = NULL;
     }
+    dir_ac_flush(d);
+    EVP_MAC_free(d->ac_hmac);
+    d->ac_hmac = NULL;
+    OPENSSL_cleanse(d->ac_key, sizeof(d->ac_key));
     apr_thread_rwlock_destroy(d->lock);
     return APR_SUCCESS;
 }
@@ -155,14 +268,35 @@ apr_status_t dir_open(dir_t **d_r, const pr_config_t *cfg, apr_pool_t *pool)
 
     d->pool = pool;
     d->cfg = cfg;
+    d->ac_max = DIR_AUTH_CACHE_MAX;
+    /* Without the key or HMAC the cache cannot be trusted: refuse to start
+     * rather than run without it silently. */
+    if (RAND_bytes(d->ac_key, sizeof(d->ac_key)) != 1 ||
+        !(d->ac_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL))) {
+        pr_log_error(NULL, "directory: no random key or HMAC for the credential cache");
+        return PR_ETEMPFAIL;
+    }
+    if ((st = apr_thread_mutex_create(&d->ac_mutex, APR_THREAD_MUTEX_DEFAULT, pool)) !=
+            APR_SUCCESS ||
+        (st = apr_pool_create(&d->ac_pool, pool)) != APR_SUCCESS) {
+        EVP_MAC_free(d->ac_hmac);
+        return st;
+    }
+    d->ac = apr_hash_make(d->ac_pool);
     st = dir_backend_start(&d->be, &d->ctx, &d->be_pool, cfg, pool);
-    if (st != APR_SUCCESS) return st;
+    if (st != APR_SUCCESS) {
+        EVP_MAC_free(d->ac_hmac);
+        return st;
+    }
     if ((st = apr_thread_rwlock_create(&d->lock, pool)) != APR_SUCCESS) {
         d->be->close(d->ctx);
         apr_pool_destroy(d->be_pool);
+        EVP_MAC_free(d->ac_hmac);
         return st;
     }
-    apr_pool_cleanup_register(pool, d, dir_cleanup, apr_pool_cleanup_null);
+    /* A pre-cleanup: it must run before the pool destroys its subpools
+     * (the backend's and the cache table's), which it still uses. */
+    apr_pool_pre_cleanup_register(pool, d, dir_cleanup);
     *d_r = d;
     return APR_SUCCESS;
 }
@@ -185,6 +319,13 @@ apr_status_t dir_reload(dir_t *d, const pr_config_t *cfg)
     d->ctx = ctx;
     d->be_pool = p;
     d->cfg = cfg;
+    /* A new backend (or new settings for it) may see other users or other
+     * credentials: what the old one verified is not evidence any more.
+     * Every dir_authenticate holds the read lock from its tag lookup to
+     * its insert, so none can slip an old answer in after this. */
+    apr_thread_mutex_lock(d->ac_mutex);
+    dir_ac_flush(d);
+    apr_thread_mutex_unlock(d->ac_mutex);
     apr_thread_rwlock_unlock(d->lock);
 
     old_be->close(old_ctx);
@@ -194,7 +335,8 @@ apr_status_t dir_reload(dir_t *d, const pr_config_t *cfg)
 
 void dir_close(dir_t *d)
 {
-    if (d) apr_pool_cleanup_run(d->pool, d, dir_cleanup);
+    /* Idempotent: the pool's pre-cleanup finds it closed later. */
+    if (d) dir_cleanup(d);
 }
 
 const dir_backend_t *dir_backend(const dir_t *d)
@@ -398,14 +540,85 @@ apr_status_t dir_resolve(dir_t *d, const char *address, dir_result_t **r_r, apr_
 apr_status_t dir_authenticate(dir_t *d, const char *login, const char *password,
                               const char **user_r, apr_pool_t *pool)
 {
+    char key[DIR_ADDRESS_MAX + 1];
+    unsigned char mac[DIR_AC_MAC_LEN];
+    const char *tag_user = NULL, *tag = NULL, *user = NULL;
+    int have_mac = 0;
+    apr_status_t st;
+
+    if (!login) login = "";
+    if (!password) password = "";
+    apr_thread_rwlock_rdlock(d->lock);
+    apr_time_t ttl = d->cfg->directory.auth_cache_ttl;
+
+    /* The key is the login as given, normalised when it is an address; a
+     * login that is neither an address nor short is simply not cached. */
+    int cacheable = ttl > 0 && d->be->auth_tag && *password;
+    if (cacheable && !dir_address_normalize_buf(key, sizeof(key), login)) {
+        apr_size_t n = strlen(login);
+        cacheable = n > 0 && n < sizeof(key);
+        if (cacheable) memcpy(key, login, n + 1);
+    }
+    /* The tag is asked for before the full check, never after: if the
+     * password changes in between, the entry holds the older tag and the
+     * next login misses, instead of an old password being bound to the new
+     * credential. Asked on every login (not only when an entry exists), so
+     * the timing of a failure says nothing about recent logins. */
+    if (cacheable && d->be->auth_tag(d->ctx, key, &tag_user, &tag, pool) == APR_SUCCESS && tag &&
+        tag_user)
+        have_mac = dir_ac_mac(d, tag, password, mac);
+    if (have_mac) {
+        apr_thread_mutex_lock(d->ac_mutex);
+        dir_ac_entry_t *e = apr_hash_get(d->ac, key, APR_HASH_KEY_STRING);
+        int hit = e && e->expires > apr_time_now() &&
+                  CRYPTO_memcmp(e->mac, mac, sizeof(mac)) == 0 && strcmp(e->user, tag_user) == 0;
+        if (hit)
+            d->ac_stats.cached++;
+        else
+            d->ac_stats.verified++;
+        apr_thread_mutex_unlock(d->ac_mutex);
+        if (hit) {
+            apr_thread_rwlock_unlock(d->lock);
+            OPENSSL_cleanse(mac, sizeof(mac));
+            *user_r = apr_pstrdup(pool, tag_user);
+            return APR_SUCCESS;
+        }
+    } else {
+        apr_thread_mutex_lock(d->ac_mutex);
+        d->ac_stats.verified++;
+        apr_thread_mutex_unlock(d->ac_mutex);
+    }
+
     /* The backend spends the same effort on unknown logins (dummy hash), so
      * malformed ones go to it too rather than failing fast here. */
-    apr_thread_rwlock_rdlock(d->lock);
-    apr_status_t st =
-        d->be->authenticate(d->ctx, login ? login : "", password ? password : "", user_r, pool);
+    st = d->be->authenticate(d->ctx, login, password, &user, pool);
+    if (st == APR_SUCCESS && have_mac && strcmp(user, tag_user) == 0) {
+        apr_thread_mutex_lock(d->ac_mutex);
+        dir_ac_insert(d, key, user, mac, apr_time_now() + ttl);
+        apr_thread_mutex_unlock(d->ac_mutex);
+    }
     apr_thread_rwlock_unlock(d->lock);
+    OPENSSL_cleanse(mac, sizeof(mac));
+    if (st == APR_SUCCESS) *user_r = user;
     if (st == APR_SUCCESS || st == PR_EAUTH) return st;
     return PR_ETEMPFAIL;
+}
+
+void dir_auth_stats(dir_t *d, dir_auth_stats_t *out)
+{
+    apr_thread_mutex_lock(d->ac_mutex);
+    *out = d->ac_stats;
+    out->entries = (apr_uint32_t)d->ac_n;
+    apr_thread_mutex_unlock(d->ac_mutex);
+}
+
+void dir_auth_cache_set_max(dir_t *d, int max)
+{
+    apr_thread_mutex_lock(d->ac_mutex);
+    d->ac_max = max < 0 ? 0 : max;
+    while (d->ac_head && d->ac_n > d->ac_max)
+        dir_ac_unlink(d, d->ac_head);
+    apr_thread_mutex_unlock(d->ac_mutex);
 }
 
 static int dir_array_has(const apr_array_header_t *a, const char *s)
@@ -504,6 +717,13 @@ apr_status_t dir_user_set_password(dir_t *d, const char *address, const char *pa
     DIR_NORM(a, address);
     if (!password || !*password) return PR_EINVAL;
     DIR_CALL(d, 1, user_set_password, a, password);
+}
+
+apr_status_t dir_user_set_quota(dir_t *d, const char *address, apr_off_t quota)
+{
+    DIR_NORM(a, address);
+    if (quota < -1) return PR_EINVAL;
+    DIR_CALL(d, 1, user_set_quota, a, quota);
 }
 
 apr_status_t dir_user_del(dir_t *d, const char *address)

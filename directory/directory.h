@@ -38,7 +38,7 @@ typedef struct dir_result_t {
 
 typedef struct dir_user_t {
     const char *address;
-    apr_off_t quota; /* -1: the default */
+    apr_off_t quota; /* mailbox quota in bytes; -1: the default, 0: unlimited */
     int enabled;
 } dir_user_t;
 
@@ -78,6 +78,18 @@ typedef struct dir_backend_t {
     /* One user's settings; PR_ENOTFOUND if address is not a user. May be NULL
      * (then dir_user_get answers from lookup: default quota, enabled). */
     apr_status_t (*user_get)(void *ctx, const char *address, dir_user_t **u_r, apr_pool_t *pool);
+    /* Optional, for the verified-credential cache (see dir_authenticate): a
+     * cheap lookup (no password hashing) of an enabled user by login giving
+     * its canonical address and a tag, a string that changes whenever the
+     * stored credential does (the local backend gives the stored password
+     * hash). The tag never leaves the process: only an HMAC of it is kept.
+     * PR_ENOTFOUND: unknown or disabled; PR_ETEMPFAIL. Without it (NULL),
+     * every login is checked in full. */
+    apr_status_t (*auth_tag)(void *ctx, const char *login, const char **user_r, const char **tag_r,
+                             apr_pool_t *pool);
+    /* Admin write (DIR_CAP_WRITE): a user's mailbox quota in bytes; -1 = the
+     * default ([store] default_quota), 0 = unlimited. PR_ENOTFOUND. */
+    apr_status_t (*user_set_quota)(void *ctx, const char *address, apr_off_t quota);
 } dir_backend_t;
 
 extern const dir_backend_t dir_local_backend;
@@ -114,9 +126,30 @@ apr_status_t dir_domain_is_local(dir_t *d, const char *domain);
 apr_status_t dir_resolve(dir_t *d, const char *address, dir_result_t **r_r, apr_pool_t *pool);
 
 /* Check a password. APR_SUCCESS and *user_r = canonical address; PR_EAUTH
- * for unknown user or wrong password alike; PR_ETEMPFAIL. */
+ * for unknown user or wrong password alike; PR_ETEMPFAIL.
+ * Clients such as Outlook log in at every poll and the password hash is
+ * slow on purpose, so a successful check is remembered for
+ * [directory] auth_cache_ttl (0 = never) when the backend has auth_tag: per
+ * login, HMAC-SHA256(per-process random key, tag || 0 || password). A later
+ * login with the same password is accepted without the slow hash while the
+ * entry is young and the backend's tag is unchanged, so a new password
+ * (set by this process or another, e.g. `postroom user passwd`) or a
+ * disabled account takes effect at once. Failures are never cached. At most
+ * DIR_AUTH_CACHE_MAX entries (oldest go first); dir_reload empties it. */
 apr_status_t dir_authenticate(dir_t *d, const char *login, const char *password,
                               const char **user_r, apr_pool_t *pool);
+
+#define DIR_AUTH_CACHE_MAX 10000
+
+/* Counters of dir_authenticate, for tests and the console. */
+typedef struct dir_auth_stats_t {
+    apr_uint64_t verified; /* full checks by the backend (the slow hash) */
+    apr_uint64_t cached;   /* logins accepted from the cache */
+    apr_uint32_t entries;  /* entries in the cache now */
+} dir_auth_stats_t;
+void dir_auth_stats(dir_t *d, dir_auth_stats_t *out);
+/* Tests: bound the cache to max entries (default DIR_AUTH_CACHE_MAX). */
+void dir_auth_cache_set_max(dir_t *d, int max);
 
 /* May authenticated user send with this address as envelope sender / From:?
  * Yes for their own address, aliases that expand to them, and lists they are
@@ -145,6 +178,8 @@ apr_status_t dir_domain_del(dir_t *d, const char *domain);
 apr_status_t dir_domain_list(dir_t *d, apr_array_header_t **domains_r, apr_pool_t *pool);
 apr_status_t dir_user_add(dir_t *d, const char *address, const char *password);
 apr_status_t dir_user_set_password(dir_t *d, const char *address, const char *password);
+/* quota: bytes, 0 = unlimited, -1 = the default; PR_EINVAL below -1. */
+apr_status_t dir_user_set_quota(dir_t *d, const char *address, apr_off_t quota);
 apr_status_t dir_user_del(dir_t *d, const char *address);
 apr_status_t dir_user_list(dir_t *d, apr_array_header_t **users_r /* dir_user_t */,
                            apr_pool_t *pool);

@@ -32,6 +32,7 @@ static const char cli_usage_text[] =
     "  domain list\n"
     "  user add ADDRESS [--password-stdin]\n"
     "  user passwd ADDRESS [--password-stdin]\n"
+    "  user quota ADDRESS SIZE|default\n"
     "  user del ADDRESS\n"
     "  user list\n"
     "  alias add ADDRESS TARGET...\n"
@@ -46,7 +47,9 @@ static const char cli_usage_text[] =
     "  mailbox cat ADDRESS UID [FOLDER]\n"
     "\n"
     "Without --password-stdin the password is asked twice on the terminal;\n"
-    "with it, one line is read from standard input.\n";
+    "with it, one line is read from standard input.\n"
+    "A quota SIZE is bytes or a number with k, m or g (25m); 0 is unlimited;\n"
+    "'default' goes back to [store] default_quota.\n";
 
 typedef struct cli_t {
     apr_pool_t *pool;
@@ -175,6 +178,23 @@ static int cmd_user_passwd(cli_t *c)
     return cli_result(st, err);
 }
 
+static int cmd_user_quota(cli_t *c)
+{
+    const char *err = NULL;
+    apr_off_t quota;
+    if (strcmp(c->args[1], "default") == 0) {
+        quota = -1;
+    } else if (pr_parse_size(&quota, c->args[1]) != APR_SUCCESS) {
+        fprintf(stderr,
+                "postroom: invalid quota '%s' (bytes, or a number with k, m or g; 0 = unlimited; "
+                "or default)\n",
+                c->args[1]);
+        return CLI_USAGE;
+    }
+    apr_status_t st = admin_user_quota(c->admin, c->args[0], quota, &err, c->pool);
+    return cli_result(st, err);
+}
+
 static int cmd_user_del(cli_t *c)
 {
     const char *err = NULL;
@@ -191,7 +211,8 @@ static int cmd_user_list(cli_t *c)
     for (int i = 0; i < users->nelts; i++) {
         const dir_user_t *u = &APR_ARRAY_IDX(users, i, dir_user_t);
         printf("%s%s", u->address, u->enabled ? "" : "  (disabled)");
-        if (u->quota >= 0) printf("  quota %" APR_OFF_T_FMT, u->quota);
+        if (u->quota == 0) printf("  quota unlimited");
+        if (u->quota > 0) printf("  quota %" APR_OFF_T_FMT, u->quota);
         printf("\n");
     }
     return CLI_OK;
@@ -312,6 +333,12 @@ static int cmd_mailbox_show(cli_t *c)
     }
     printf("  %-20s %6u message%s  %s\n", "total", m->messages, m->messages == 1 ? " " : "s",
            cli_size(m->size, c->pool));
+    /* "quota USED/LIMIT bytes" or "quota USED bytes, no limit": scripts split it. */
+    if (m->quota > 0)
+        printf("  quota %" APR_OFF_T_FMT "/%" APR_OFF_T_FMT " bytes (%d%%%s)\n", m->used, m->quota,
+               (int)(m->used * 100 / m->quota), m->quota_is_default ? ", default" : "");
+    else
+        printf("  quota %" APR_OFF_T_FMT " bytes, no limit\n", m->used);
     return CLI_OK;
 }
 
@@ -379,6 +406,7 @@ static const cli_cmd_t cli_cmds[] = {
     {{"domain", "list"}, 0, 0, 0, cmd_domain_list},
     {{"user", "add"}, 1, 1, 1, cmd_user_add},
     {{"user", "passwd"}, 1, 1, 1, cmd_user_passwd},
+    {{"user", "quota"}, 2, 2, 0, cmd_user_quota},
     {{"user", "del"}, 1, 1, 0, cmd_user_del},
     {{"user", "list"}, 0, 0, 0, cmd_user_list},
     {{"alias", "add"}, 2, 1000, 0, cmd_alias_add},

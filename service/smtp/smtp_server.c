@@ -3,7 +3,10 @@
  * ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), STARTTLS (RFC 3207), AUTH PLAIN
  * and LOGIN (RFC 4954, RFC 4616), CHUNKING (RFC 3030) and SMTPUTF8
  * (RFC 6531). Recipients resolve through the directory at RCPT time; mail
- * is acknowledged only once the store says it is durable. */
+ * is acknowledged only once the store says it is durable. Mailbox quotas
+ * are enforced at RCPT (with the SIZE= estimate) and at the end of the data
+ * (with the real size): 452 4.2.2 mailbox full, 552 5.2.2 larger than the
+ * quota (RFC 3463 X.2.2, RFC 1870 6). */
 #include "service/smtp/smtp.h"
 #include "service/core/log.h"
 #include "service/core/status.h"
@@ -46,6 +49,8 @@ typedef struct smtp_txn_t {
     apr_hash_t *remote_set;
     int rcpts;          /* accepted RCPT commands */
     int rcpts_refused;
+    apr_off_t size_decl; /* MAIL SIZE= (RFC 1870), -1 if not given */
+    apr_hash_t *quota;   /* mailbox owner -> apr_off_t*: its limit, 0 = none */
     int bdat;           /* BDAT chunks are being received */
     int bdat_failed;    /* a chunk was refused: the rest are read and refused */
     smtp_data_t data;
@@ -72,6 +77,7 @@ typedef struct smtp_sess_t {
     int in_txn;
     smtp_txn_t txn;
     store_body_t *body;
+    store_reader_t *reader; /* for quota checks; opened on first use */
 } smtp_sess_t;
 
 /* ---- replies */
@@ -129,6 +135,8 @@ static void smtp_txn_begin(smtp_sess_t *ss, const char *sender, int smtputf8)
     t->local_set = apr_hash_make(t->pool);
     t->remote = apr_array_make(t->pool, 2, sizeof(const char *));
     t->remote_set = apr_hash_make(t->pool);
+    t->size_decl = -1;
+    t->quota = apr_hash_make(t->pool);
     t->id = apr_psprintf(t->pool, "%s.%u", ss->s->sid, ++ss->txn_seq);
     ss->in_txn = 1;
     pr_session_set_busy(ss->s, 1);
@@ -402,8 +410,117 @@ static void smtp_act_mail(smtp_sess_t *ss, smtp_cmd_t *cmd)
         return;
     }
     smtp_txn_begin(ss, sender, cmd->smtputf8);
+    ss->txn.size_decl = cmd->size;
     smtp_enter_state(ss, ST_MAIL);
     smtp_reply(ss, "250 2.1.0 Ok");
+}
+
+/* ---- quotas */
+
+typedef enum {
+    SMTP_QUOTA_OK = 0,
+    SMTP_QUOTA_FULL,  /* no room now: 452 4.2.2 */
+    SMTP_QUOTA_NEVER, /* larger than the quota itself: 552 5.2.2 */
+} smtp_quota_e;
+
+/* The limit of a mailbox owner: their own, else [store] default_quota;
+ * 0 = none. PR_ETEMPFAIL if the directory cannot say. */
+static apr_status_t smtp_quota_limit(smtp_sess_t *ss, const char *user, apr_off_t *limit_r)
+{
+    apr_off_t *known = apr_hash_get(ss->txn.quota, user, APR_HASH_KEY_STRING);
+    dir_user_t *u;
+    if (known) {
+        *limit_r = *known;
+        return APR_SUCCESS;
+    }
+    apr_status_t st = dir_user_get(ss->srv->dir, user, &u, ss->cmd_pool);
+    if (st == PR_ENOTFOUND) {
+        /* Deleted since it resolved: the mail is stored all the same (an
+         * admin may still read it), under the default limit. */
+        *limit_r = ss->cfg->store.default_quota;
+        return APR_SUCCESS;
+    }
+    if (st != APR_SUCCESS) return PR_ETEMPFAIL;
+    *limit_r = u->quota >= 0 ? u->quota : ss->cfg->store.default_quota;
+    return APR_SUCCESS;
+}
+
+/* Would a message of size octets (-1: not known yet) fit user's mailbox
+ * now? The usage is the store's running total: one read, however big the
+ * mailbox. PR_EIO if the store cannot be read. */
+static apr_status_t smtp_quota_check(smtp_sess_t *ss, const char *user, apr_off_t limit,
+                                     apr_off_t size, smtp_quota_e *q_r)
+{
+    apr_off_t used = 0;
+    apr_status_t st;
+    *q_r = SMTP_QUOTA_OK;
+    if (limit <= 0) return APR_SUCCESS;
+    if (size > limit) {
+        *q_r = SMTP_QUOTA_NEVER;
+        return APR_SUCCESS;
+    }
+    if (!ss->reader &&
+        (st = store_reader_open(&ss->reader, ss->srv->store, ss->s->pool)) != APR_SUCCESS) {
+        ss->reader = NULL;
+        return st;
+    }
+    if ((st = store_user_usage(ss->reader, user, NULL, &used)) != APR_SUCCESS) return st;
+    if (used >= limit || (size > 0 && used + size > limit)) *q_r = SMTP_QUOTA_FULL;
+    return APR_SUCCESS;
+}
+
+/* RCPT: check each local mailbox the recipient expands to against the
+ * SIZE= estimate. Refuse the recipient when none of its mailboxes has room
+ * (552 if the message can never fit any of them, else 452). If only some
+ * are full (a list with one full member) it is accepted: refusing would
+ * fail every other member, and the full ones get their copy as a logged
+ * one-message overshoot (see smtp_deliver). Returns 1 if a reply was sent. */
+static int smtp_rcpt_quota(smtp_sess_t *ss, const char *shown, const dir_result_t *r)
+{
+    smtp_txn_t *t = &ss->txn;
+    int n = r->mailboxes->nelts, full = 0, never = 0;
+    apr_off_t *limits = apr_palloc(ss->cmd_pool, sizeof(*limits) * (apr_size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) {
+        const char *m = APR_ARRAY_IDX(r->mailboxes, i, const char *);
+        smtp_quota_e q;
+        if (smtp_quota_limit(ss, m, &limits[i]) != APR_SUCCESS) {
+            t->rcpts_refused++;
+            smtp_replyf(ss, "451 4.4.3 <%s>: Directory temporarily unavailable", shown);
+            return 1;
+        }
+        if (smtp_quota_check(ss, m, limits[i], t->size_decl, &q) != APR_SUCCESS) {
+            t->rcpts_refused++;
+            pr_log_error(ss->s->sid, "cannot read the mailbox usage of %s", m);
+            smtp_replyf(ss, "451 4.3.0 <%s>: Temporary local problem, try again later", shown);
+            return 1;
+        }
+        if (q == SMTP_QUOTA_FULL) full++;
+        if (q == SMTP_QUOTA_NEVER) never++;
+        if (q != SMTP_QUOTA_OK)
+            pr_log_info(ss->s->sid,
+                        "mailbox %s over quota (limit %" APR_OFF_T_FMT ", size %" APR_OFF_T_FMT
+                        ") for <%s>",
+                        m, limits[i], t->size_decl, shown);
+    }
+    if (n > 0 && full + never == n && r->external->nelts == 0) {
+        t->rcpts_refused++;
+        if (never == n)
+            smtp_replyf(ss, "552 5.2.2 <%s>: Mailbox full: message larger than the mailbox quota",
+                        shown);
+        else
+            smtp_replyf(ss, "452 4.2.2 <%s>: Mailbox full, try again later", shown);
+        return 1;
+    }
+    if (full + never)
+        pr_log_warn(ss->s->sid, "<%s>: %d of %d mailboxes over quota; accepted for all", shown,
+                    full + never, n);
+    for (int i = 0; i < n; i++) {
+        const char *m = apr_pstrdup(t->pool, APR_ARRAY_IDX(r->mailboxes, i, const char *));
+        apr_off_t *l = apr_palloc(t->pool, sizeof(*l));
+        *l = limits[i];
+        apr_hash_set(t->quota, m, APR_HASH_KEY_STRING, l);
+    }
+    return 0;
 }
 
 /* The one place that decides whether a recipient is ours, relayed or refused. */
@@ -483,6 +600,7 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
         smtp_replyf(ss, "550 5.1.1 <%s>: Recipient address rejected: User unknown", shown);
         return;
     }
+    if (smtp_rcpt_quota(ss, shown, r)) return;
     for (int i = 0; i < r->mailboxes->nelts; i++)
         smtp_txn_add(t->local, t->local_set, APR_ARRAY_IDX(r->mailboxes, i, const char *),
                      t->pool);
@@ -575,6 +693,52 @@ static apr_status_t smtp_check_from(smtp_sess_t *ss, const char **why_r)
     return APR_SUCCESS;
 }
 
+/* End of data: the real size of each copy (its own prefix + the body)
+ * against each mailbox's quota. There is one reply for all recipients.
+ * If no copy fits anywhere (and nothing is relayed), refuse the message and
+ * store nothing: 552 5.2.2 if it can never fit any of the mailboxes, else
+ * 452 4.2.2. If only some mailboxes would go over, deliver to all of them:
+ * RCPT already said 250 to every recipient and there is no bounce path yet,
+ * so refusing would fail the mailboxes with room too, and skipping the full
+ * ones would lose their copy silently; the overshoot is one message and is
+ * logged as a warning. Returns 1 if the message was refused (reply sent). */
+static int smtp_deliver_quota(smtp_sess_t *ss, const store_local_rcpt_t *rcpts, int n)
+{
+    smtp_txn_t *t = &ss->txn;
+    apr_off_t body = store_body_size(ss->body);
+    int over = 0, never = 0;
+    const char *which = "";
+    for (int i = 0; i < n; i++) {
+        apr_off_t limit, size = body + (apr_off_t)rcpts[i].prefix_len;
+        smtp_quota_e q;
+        apr_status_t st = smtp_quota_limit(ss, rcpts[i].user, &limit);
+        if (st == APR_SUCCESS) st = smtp_quota_check(ss, rcpts[i].user, limit, size, &q);
+        if (st != APR_SUCCESS) {
+            pr_log_error(ss->s->sid, "cannot check the quota of %s; message from <%s> deferred",
+                         rcpts[i].user, t->sender);
+            smtp_reply(ss, "451 4.3.0 Error: could not check the mailbox quota, try again later");
+            return 1;
+        }
+        if (q == SMTP_QUOTA_OK) continue;
+        over++;
+        if (q == SMTP_QUOTA_NEVER) never++;
+        which = apr_pstrcat(ss->cmd_pool, which, *which ? "," : "", rcpts[i].user, NULL);
+    }
+    if (over == 0) return 0;
+    if (over == n && t->remote->nelts == 0) {
+        pr_log_info(ss->s->sid, "message from <%s> size=%" APR_OFF_T_FMT " refused: over quota: %s",
+                    t->sender, body, which);
+        smtp_reply(ss, never == n ? "552 5.2.2 Mailbox full: message larger than the mailbox quota"
+                                  : "452 4.2.2 Mailbox full, try again later");
+        return 1;
+    }
+    pr_log_warn(ss->s->sid,
+                "message from <%s> size=%" APR_OFF_T_FMT " goes over the quota of %s; delivered "
+                "anyway (other recipients have room; RCPT was accepted)",
+                t->sender, body, which);
+    return 0;
+}
+
 /* The content has been read completely: check it, store it, answer. */
 static void smtp_deliver(smtp_sess_t *ss)
 {
@@ -618,6 +782,10 @@ static void smtp_deliver(smtp_sess_t *ss)
         rcpts[i].user = APR_ARRAY_IDX(t->local, i, const char *);
         rcpts[i].prefix = smtp_prefix(ss, rcpts[i].user, date, extra, p);
         rcpts[i].prefix_len = strlen(rcpts[i].prefix);
+    }
+    if (n > 0 && smtp_deliver_quota(ss, rcpts, n)) {
+        smtp_txn_end(ss);
+        return;
     }
     store_delivery_t d = {0};
     d.sender = t->sender;

@@ -38,6 +38,35 @@ static const char *const store_migrations[] = {
     " next_attempt INTEGER NOT NULL, last_reply TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX queue_rcpts_due ON queue_rcpts(state, next_attempt);"
     "CREATE INDEX queue_rcpts_msg ON queue_rcpts(queue_id);",
+
+    /* 2: per-user running totals over all folders, so a quota check at RCPT
+     * time is one primary-key read however big the mailbox. Kept by
+     * triggers, hence in the same transaction as every insert or delete of
+     * a message, whichever write path (delivery, expunge, later APPEND,
+     * COPY or MOVE) makes it. Initialised from the messages already there. */
+    "CREATE TABLE user_usage(user TEXT PRIMARY KEY NOT NULL,"
+    " messages INTEGER NOT NULL, bytes INTEGER NOT NULL) WITHOUT ROWID;"
+    "INSERT INTO user_usage(user, messages, bytes)"
+    " SELECT mb.user, count(*), sum(m.size) FROM mailboxes mb"
+    " JOIN messages m ON m.mailbox_id = mb.id GROUP BY mb.user;"
+    "CREATE TRIGGER user_usage_add AFTER INSERT ON messages BEGIN"
+    " INSERT INTO user_usage(user, messages, bytes)"
+    "  SELECT user, 1, NEW.size FROM mailboxes WHERE id = NEW.mailbox_id"
+    "  ON CONFLICT(user) DO UPDATE SET messages = messages + 1,"
+    "  bytes = bytes + excluded.bytes;"
+    " END;"
+    "CREATE TRIGGER user_usage_del AFTER DELETE ON messages BEGIN"
+    " UPDATE user_usage SET messages = messages - 1, bytes = bytes - OLD.size"
+    "  WHERE user = (SELECT user FROM mailboxes WHERE id = OLD.mailbox_id);"
+    " END;"
+    "CREATE TRIGGER user_usage_move AFTER UPDATE OF mailbox_id, size ON messages BEGIN"
+    " UPDATE user_usage SET messages = messages - 1, bytes = bytes - OLD.size"
+    "  WHERE user = (SELECT user FROM mailboxes WHERE id = OLD.mailbox_id);"
+    " INSERT INTO user_usage(user, messages, bytes)"
+    "  SELECT user, 1, NEW.size FROM mailboxes WHERE id = NEW.mailbox_id"
+    "  ON CONFLICT(user) DO UPDATE SET messages = messages + 1,"
+    "  bytes = bytes + excluded.bytes;"
+    " END;",
 };
 
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))

@@ -63,8 +63,7 @@ static const char *const store_sql[SQ__COUNT] = {
     [SQ_R_MSG_OPEN] = "SELECT m.prefix, m.body_id, b.size FROM mailboxes mb"
                       " JOIN messages m ON m.mailbox_id = mb.id JOIN bodies b ON b.id = m.body_id"
                       " WHERE mb.user = ?1 AND mb.name = ?2 AND m.uid = ?3",
-    [SQ_R_USAGE] = "SELECT count(*), coalesce(sum(m.size), 0) FROM mailboxes mb"
-                   " JOIN messages m ON m.mailbox_id = mb.id WHERE mb.user = ?1",
+    [SQ_R_USAGE] = "SELECT messages, bytes FROM user_usage WHERE user = ?1",
     [SQ_R_QCOUNT] = "SELECT count(*) FROM queue_rcpts WHERE state = 0",
 };
 
@@ -362,16 +361,22 @@ apr_status_t store_messages_list(store_reader_t *r, const char *user, const char
 apr_status_t store_user_usage(store_reader_t *r, const char *user, apr_uint32_t *messages_r,
                               apr_off_t *bytes_r)
 {
+    /* The running totals of schema 2 (kept by triggers with every message
+     * insert and delete): one primary-key read, not a scan of the mailbox. */
     sqlite3_stmt *s = store_conn_stmt(&r->c, SQ_R_USAGE);
     if (!s) return PR_EIO;
     store_bind_text(s, 1, user);
     int rc = sqlite3_step(s);
+    sqlite3_int64 n = 0, bytes = 0;
     if (rc == SQLITE_ROW) {
-        if (messages_r) *messages_r = (apr_uint32_t)sqlite3_column_int64(s, 0);
-        if (bytes_r) *bytes_r = (apr_off_t)sqlite3_column_int64(s, 1);
+        n = sqlite3_column_int64(s, 0);
+        bytes = sqlite3_column_int64(s, 1);
     }
     sqlite3_reset(s);
-    return rc == SQLITE_ROW ? APR_SUCCESS : PR_EIO;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) return PR_EIO; /* DONE: no mail yet */
+    if (messages_r) *messages_r = (apr_uint32_t)(n > 0 ? n : 0);
+    if (bytes_r) *bytes_r = (apr_off_t)(bytes > 0 ? bytes : 0);
+    return APR_SUCCESS;
 }
 
 apr_status_t store_queue_count(store_reader_t *r, apr_uint32_t *count_r)

@@ -133,7 +133,10 @@ apr_off_t store_stream_size(const store_stream_t *s);
 /* Reads up to *len bytes; *len = bytes read; APR_EOF once nothing is left. */
 apr_status_t store_stream_read(store_stream_t *s, char *buf, apr_size_t *len);
 
-/* Total usage of a user over all folders. */
+/* Total usage of a user over all folders (messages; bytes of prefix + body,
+ * as store_msg_info_t.size): running totals kept in the same transaction as
+ * every delivery and expunge, so this is O(1) and fit for the SMTP hot path
+ * (quota checks). A user without mail has 0, 0. */
 apr_status_t store_user_usage(store_reader_t *r, const char *user, apr_uint32_t *messages_r,
                               apr_off_t *bytes_r);
 

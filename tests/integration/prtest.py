@@ -4,7 +4,9 @@ with a temporary data dir and free ports, manage users with the real
 import os
 import shutil
 import signal
+import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -127,6 +129,18 @@ class Server:
                     out += f.read()
         return out
 
+    def deliver(self, rcpts, body, sender="sender@example.net", helo="client.example.net"):
+        """Deliver body (bytes, CRLF lines) over SMTP on the MX port; asserts
+        every recipient was accepted. 8-bit bodies go with BODY=8BITMIME."""
+        if isinstance(rcpts, str):
+            rcpts = [rcpts]
+        opts = ["BODY=8BITMIME"] if any(b > 127 for b in body) else []
+        with smtplib.SMTP(HOST, self.smtp_port, timeout=120) as s:
+            s.ehlo(helo)
+            refused = s.sendmail(sender, rcpts, body, mail_options=opts)
+        if refused:
+            raise AssertionError("recipients refused: %r" % refused)
+
     def mailbox_count(self, address):
         """Messages in the INBOX, per `postroom mailbox show`."""
         out = self.cli("mailbox", "show", address).stdout.decode()
@@ -145,6 +159,14 @@ class Server:
             self.stop()
         if os.environ.get("PR_KEEP_TMP") is None:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def tls_context():
+    """A client TLS context that accepts the server's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def split_stored(raw):

@@ -92,6 +92,14 @@ static int teardown(void **state)
         if (st_ != APR_SUCCESS) fail_msg("%s", err_ ? err_ : "(no message)");                      \
     } while (0)
 
+/* A second directory on the fixture's data dir, closed with the pool. */
+static dir_t *dir_open_for_test(fixture_t *f)
+{
+    dir_t *d;
+    assert_int_equal(dir_open(&d, f->cfg, f->pool), APR_SUCCESS);
+    return d;
+}
+
 static void test_domains(void **state)
 {
     fixture_t *f = *state;
@@ -271,6 +279,42 @@ static void test_mailbox_show_empty(void **state)
     EXPECT_ERR(admin_mailbox_show(f->a, "bad", &m, &err_, p), PR_EINVAL, "invalid address 'bad'");
 }
 
+static void test_user_quota(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    admin_mailbox_t *m;
+    dir_user_t *u;
+
+    f->cfg->store.default_quota = 20 * 1024;
+    EXPECT_OK(admin_user_add(f->a, "q@example.test", "pw", &err_, p));
+    EXPECT_OK(admin_mailbox_show(f->a, "q@example.test", &m, &err_, p));
+    assert_int_equal(m->used, 0);
+    assert_int_equal(m->quota, 20 * 1024);
+    assert_true(m->quota_is_default);
+
+    EXPECT_OK(admin_user_quota(f->a, "Q@example.test", 5000, &err_, p));
+    EXPECT_OK(admin_mailbox_show(f->a, "q@example.test", &m, &err_, p));
+    assert_int_equal(m->quota, 5000);
+    assert_false(m->quota_is_default);
+    EXPECT_OK(admin_user_quota(f->a, "q@example.test", 0, &err_, p));
+    EXPECT_OK(admin_mailbox_show(f->a, "q@example.test", &m, &err_, p));
+    assert_int_equal(m->quota, 0); /* unlimited */
+    assert_false(m->quota_is_default);
+    EXPECT_OK(admin_user_quota(f->a, "q@example.test", -1, &err_, p));
+    assert_int_equal(dir_user_get(dir_open_for_test(f), "q@example.test", &u, p), APR_SUCCESS);
+    assert_int_equal(u->quota, -1);
+    EXPECT_OK(admin_mailbox_show(f->a, "q@example.test", &m, &err_, p));
+    assert_int_equal(m->quota, 20 * 1024);
+    assert_true(m->quota_is_default);
+
+    EXPECT_ERR(admin_user_quota(f->a, "nobody@example.test", 1, &err_, p), PR_ENOTFOUND,
+               "user 'nobody@example.test' does not exist");
+    EXPECT_ERR(admin_user_quota(f->a, "bad", 1, &err_, p), PR_EINVAL, "invalid address 'bad'");
+    EXPECT_ERR(admin_user_quota(f->a, "q@example.test", -2, &err_, p), PR_EINVAL,
+               "invalid quota (bytes, 0 for unlimited, or the default)");
+}
+
 static void test_shared_handles(void **state)
 {
     fixture_t *f = *state;
@@ -299,6 +343,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mailbox_show_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_handles, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

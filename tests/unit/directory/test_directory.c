@@ -581,6 +581,224 @@ static void test_sender_allowed(void **state)
         PR_EPERM);
 }
 
+/* ---- verified-credential cache */
+
+static dir_auth_stats_t auth_stats(dir_t *d)
+{
+    dir_auth_stats_t s;
+    dir_auth_stats(d, &s);
+    return s;
+}
+
+static void test_auth_cache_hit(void **state)
+{
+    fixture_t *f = *state;
+    const char *user = NULL;
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "s3cret"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->d, "bob@example.test", "s3cret"), APR_SUCCESS);
+
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "s3cret", &user, f->pool),
+                     APR_SUCCESS);
+    dir_auth_stats_t s = auth_stats(f->d);
+    assert_int_equal(s.verified, 1);
+    assert_int_equal(s.cached, 0);
+    assert_int_equal(s.entries, 1);
+
+    /* the same password again, in any case of the login: no full check */
+    for (int i = 0; i < 5; i++) {
+        user = NULL;
+        assert_int_equal(dir_authenticate(f->d, i % 2 ? "ALICE@Example.Test" : "alice@example.test",
+                                          "s3cret", &user, f->pool),
+                         APR_SUCCESS);
+        assert_string_equal(user, "alice@example.test");
+    }
+    s = auth_stats(f->d);
+    assert_int_equal(s.verified, 1);
+    assert_int_equal(s.cached, 5);
+
+    /* a wrong password after a cached success still fails, fully checked,
+     * and does not disturb the entry */
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "s3creT", &user, f->pool),
+                     PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "", &user, f->pool), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", NULL, &user, f->pool), PR_EAUTH);
+    s = auth_stats(f->d);
+    assert_int_equal(s.verified, 4);
+    assert_int_equal(s.cached, 5);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "s3cret", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).cached, 6);
+
+    /* another user with the same password has an entry of its own */
+    assert_int_equal(dir_authenticate(f->d, "bob@example.test", "s3cret", &user, f->pool),
+                     APR_SUCCESS);
+    assert_string_equal(user, "bob@example.test");
+    s = auth_stats(f->d);
+    assert_int_equal(s.verified, 5);
+    assert_int_equal(s.entries, 2);
+
+    /* failures are never cached: an unknown login is checked in full each time */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dir_authenticate(f->d, "nobody@example.test", "s3cret", &user, f->pool),
+                         PR_EAUTH);
+    s = auth_stats(f->d);
+    assert_int_equal(s.verified, 7);
+    assert_int_equal(s.entries, 2);
+}
+
+static void test_auth_cache_password_change(void **state)
+{
+    fixture_t *f = *state;
+    const char *user;
+    dir_t *cli;
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "old-pw"), APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "old-pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "old-pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).cached, 1);
+
+    /* `postroom user passwd` is another process: a second directory on the
+     * same data dir, whose change this one is not told about */
+    assert_int_equal(dir_open(&cli, f->cfg, f->pool), APR_SUCCESS);
+    assert_int_equal(dir_user_set_password(cli, "alice@example.test", "new-pw"), APR_SUCCESS);
+    dir_close(cli);
+
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "old-pw", &user, f->pool),
+                     PR_EAUTH);
+    dir_auth_stats_t s = auth_stats(f->d);
+    assert_int_equal(s.cached, 1);
+    assert_int_equal(s.verified, 2);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "new-pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "new-pw", &user, f->pool),
+                     APR_SUCCESS);
+    s = auth_stats(f->d);
+    assert_int_equal(s.verified, 3);
+    assert_int_equal(s.cached, 2);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "old-pw", &user, f->pool),
+                     PR_EAUTH);
+
+    /* the same password set again is a new credential (new salt): checked anew */
+    assert_int_equal(dir_user_set_password(f->d, "alice@example.test", "new-pw"), APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "new-pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).verified, 5);
+
+    /* disabled by another process: refused although the entry is fresh */
+    db_exec(f, "UPDATE users SET enabled = 0 WHERE address = 'alice@example.test'");
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "new-pw", &user, f->pool),
+                     PR_EAUTH);
+    db_exec(f, "UPDATE users SET enabled = 1 WHERE address = 'alice@example.test'");
+    s = auth_stats(f->d);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "new-pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).cached, s.cached + 1);
+
+    /* deleted and added again with the same password: a new hash, no hit */
+    assert_int_equal(dir_user_del(f->d, "alice@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "new-pw", &user, f->pool),
+                     PR_EAUTH);
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "new-pw"), APR_SUCCESS);
+    s = auth_stats(f->d);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "new-pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).verified, s.verified + 1);
+}
+
+static void test_auth_cache_ttl(void **state)
+{
+    fixture_t *f = *state;
+    const char *user;
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "pw"), APR_SUCCESS);
+
+    /* short TTL: the entry is used while young, then checked in full again */
+    f->cfg->directory.auth_cache_ttl = apr_time_from_msec(300);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "pw", &user, f->pool),
+                     APR_SUCCESS);
+    dir_auth_stats_t s = auth_stats(f->d);
+    assert_int_equal(s.verified, 1);
+    assert_int_equal(s.cached, 1);
+    apr_sleep(apr_time_from_msec(400));
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "pw", &user, f->pool),
+                     APR_SUCCESS);
+    s = auth_stats(f->d);
+    assert_int_equal(s.verified, 2);
+    assert_int_equal(s.cached, 1);
+    /* a hit does not extend the entry's life: it runs from the full check */
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).cached, 2);
+
+    /* ttl 0: off, every login checked in full, nothing kept */
+    f->cfg->directory.auth_cache_ttl = 0;
+    assert_int_equal(dir_reload(f->d, f->cfg), APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).entries, 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "pw", &user, f->pool),
+                         APR_SUCCESS);
+    s = auth_stats(f->d);
+    assert_int_equal(s.verified, 5);
+    assert_int_equal(s.cached, 2);
+    assert_int_equal(s.entries, 0);
+}
+
+static void test_auth_cache_reload_and_bound(void **state)
+{
+    fixture_t *f = *state;
+    const char *user;
+    const char *users[] = {"u1@example.test", "u2@example.test", "u3@example.test"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dir_user_add(f->d, users[i], "pw"), APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, users[0], "pw", &user, f->pool), APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).entries, 1);
+
+    /* a reload empties the cache: the next login is checked by the new backend */
+    assert_int_equal(dir_reload(f->d, f->cfg), APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).entries, 0);
+    dir_auth_stats_t s = auth_stats(f->d);
+    assert_int_equal(dir_authenticate(f->d, users[0], "pw", &user, f->pool), APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).verified, s.verified + 1);
+
+    /* bounded: past the limit the oldest entry goes */
+    dir_auth_cache_set_max(f->d, 2);
+    assert_int_equal(dir_authenticate(f->d, users[1], "pw", &user, f->pool), APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, users[2], "pw", &user, f->pool), APR_SUCCESS);
+    s = auth_stats(f->d);
+    assert_int_equal(s.entries, 2);
+    assert_int_equal(dir_authenticate(f->d, users[2], "pw", &user, f->pool), APR_SUCCESS);
+    assert_int_equal(dir_authenticate(f->d, users[1], "pw", &user, f->pool), APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).cached, s.cached + 2);
+    assert_int_equal(dir_authenticate(f->d, users[0], "pw", &user, f->pool), APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).verified, s.verified + 1);
+    dir_auth_cache_set_max(f->d, 0);
+    assert_int_equal(auth_stats(f->d).entries, 0);
+    dir_auth_cache_set_max(f->d, DIR_AUTH_CACHE_MAX);
+}
+
+/* ---- quota setting */
+
+static void test_user_quota(void **state)
+{
+    fixture_t *f = *state;
+    dir_user_t *u;
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_set_quota(f->d, "Alice@example.test", 20480), APR_SUCCESS);
+    assert_int_equal(dir_user_get(f->d, "alice@example.test", &u, f->pool), APR_SUCCESS);
+    assert_int_equal(u->quota, 20480);
+    assert_int_equal(dir_user_set_quota(f->d, "alice@example.test", 0), APR_SUCCESS);
+    assert_int_equal(dir_user_get(f->d, "alice@example.test", &u, f->pool), APR_SUCCESS);
+    assert_int_equal(u->quota, 0);
+    assert_int_equal(dir_user_set_quota(f->d, "alice@example.test", -1), APR_SUCCESS);
+    assert_int_equal(dir_user_get(f->d, "alice@example.test", &u, f->pool), APR_SUCCESS);
+    assert_int_equal(u->quota, -1);
+    assert_int_equal(dir_user_set_quota(f->d, "alice@example.test", -2), PR_EINVAL);
+    assert_int_equal(dir_user_set_quota(f->d, "nobody@example.test", 1), PR_ENOTFOUND);
+    assert_int_equal(dir_user_set_quota(f->d, "not an address", 1), PR_EINVAL);
+}
+
 /* ---- concurrency and reload */
 
 typedef struct worker_t {
@@ -675,6 +893,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_loop_and_depth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expansion_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sender_allowed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_cache_hit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_cache_password_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_cache_ttl, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_cache_reload_and_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_user_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_unknown_backend, setup, teardown),
     };

@@ -207,11 +207,11 @@ static void test_open_migrate_twice(void **state)
     assert_int_equal(uid, 1);
     store_close(st);
     store_close(st); /* idempotent */
-    assert_int_equal(db_int("PRAGMA user_version"), 1);
+    assert_int_equal(db_int("PRAGMA user_version"), 2);
 
     /* Second open: already at the current version, nothing to do. */
     st = open_store(0, p);
-    assert_int_equal(db_int("PRAGMA user_version"), 1);
+    assert_int_equal(db_int("PRAGMA user_version"), 2);
     assert_int_equal(db_int("SELECT count(*) FROM messages"), 1);
     store_reader_t *r;
     assert_int_equal(store_reader_open(&r, st, p), APR_SUCCESS);
@@ -243,7 +243,7 @@ static void test_open_migrate_twice(void **state)
     o.data_dir = dir;
     assert_int_not_equal(store_open(&st, &o, p), APR_SUCCESS);
     apr_pool_destroy(p);
-    db_exec("PRAGMA user_version = 1");
+    db_exec("PRAGMA user_version = 2");
 }
 
 static void test_deliver_one_and_many(void **state)
@@ -708,6 +708,123 @@ static void test_failure_isolated_in_group(void **state)
     store_close(st);
 }
 
+/* ---- usage totals (quota) */
+
+/* The running totals must always equal what the messages add up to. */
+static void assert_usage(store_reader_t *r, const char *user, apr_uint32_t want_n,
+                         apr_off_t want_bytes)
+{
+    apr_uint32_t n = 99;
+    apr_off_t bytes = 99;
+    assert_int_equal(store_user_usage(r, user, &n, &bytes), APR_SUCCESS);
+    assert_int_equal(n, want_n);
+    assert_int_equal(bytes, want_bytes);
+    const char *q = sqlite3_mprintf("SELECT count(*) FROM messages m JOIN mailboxes mb"
+                                    " ON mb.id = m.mailbox_id WHERE mb.user = %Q",
+                                    user);
+    assert_int_equal(db_int(q), want_n);
+    sqlite3_free((void *)q);
+    q = sqlite3_mprintf("SELECT coalesce(sum(m.size), 0) FROM messages m JOIN mailboxes mb"
+                        " ON mb.id = m.mailbox_id WHERE mb.user = %Q",
+                        user);
+    assert_int_equal(db_int(q), want_bytes);
+    sqlite3_free((void *)q);
+}
+
+static void test_usage_totals(void **state)
+{
+    (void)state;
+    store_t *st = open_store(0, pool);
+    const char *body = "Subject: s\r\n\r\n0123456789\r\n"; /* 26 octets */
+    const char *pfx = "X-Pfx: 1\r\n";                      /* 10 octets */
+    store_body_t *b = make_body(st, body, pool);
+    const char *ab[] = {"alice@example.org", "bob@example.org"};
+    apr_uint32_t uids[2];
+    store_reader_t *r;
+    assert_int_equal(store_reader_open(&r, st, pool), APR_SUCCESS);
+    assert_usage(r, ab[0], 0, 0);
+
+    /* one body, two mailboxes: each owner pays for its own copy */
+    assert_int_equal(deliver(st, b, ab, 2, NULL, pfx, uids), APR_SUCCESS);
+    assert_usage(r, ab[0], 1, 36);
+    assert_usage(r, ab[1], 1, 36);
+    /* every folder counts; the prefix is part of the size */
+    assert_int_equal(deliver(st, b, ab, 1, "Archive", NULL, uids), APR_SUCCESS);
+    assert_int_equal(deliver(st, b, ab, 1, NULL, pfx, uids), APR_SUCCESS);
+    assert_usage(r, ab[0], 3, 36 + 26 + 36);
+    assert_usage(r, ab[1], 1, 36);
+
+    /* expunge gives the space back; unknown UIDs change nothing */
+    apr_uint32_t gone[] = {1, 77};
+    assert_int_equal(store_messages_expunge(st, ab[0], NULL, gone, 2), APR_SUCCESS);
+    assert_usage(r, ab[0], 2, 26 + 36);
+    assert_int_equal(store_messages_expunge(st, ab[0], NULL, gone, 2), APR_SUCCESS);
+    assert_usage(r, ab[0], 2, 26 + 36);
+    apr_uint32_t arch[] = {1};
+    assert_int_equal(store_messages_expunge(st, ab[0], "Archive", arch, 1), APR_SUCCESS);
+    assert_usage(r, ab[0], 1, 36);
+    assert_usage(r, ab[1], 1, 36);
+    /* a flag change is not a size change */
+    assert_int_equal(store_message_flags_set(st, ab[1], NULL, 1, STORE_FLAG_SEEN), APR_SUCCESS);
+    assert_usage(r, ab[1], 1, 36);
+
+    /* the CLI's writerless store keeps the same totals */
+    apr_pool_t *cp;
+    apr_pool_create(&cp, pool);
+    store_t *cli = open_store(1, cp);
+    assert_int_equal(deliver(cli, make_body(cli, "x", cp), ab + 1, 1, NULL, NULL, uids),
+                     APR_SUCCESS);
+    apr_pool_destroy(cp);
+    assert_usage(r, ab[1], 2, 37);
+
+    /* a delivery that fails leaves the totals as they were */
+    db_exec("UPDATE mailboxes SET uidnext = 4294967296 WHERE user = 'bob@example.org'"
+            " AND name = 'INBOX'");
+    assert_int_equal(deliver(st, b, ab, 2, NULL, pfx, uids), PR_EIO);
+    assert_usage(r, ab[0], 1, 36);
+    assert_usage(r, ab[1], 2, 37);
+    store_close(st);
+}
+
+/* A database of schema 1 (before the totals) is brought forward on open
+ * with totals computed from the messages it already holds. */
+static void test_usage_migration(void **state)
+{
+    (void)state;
+    apr_pool_t *p;
+    apr_pool_create(&p, pool);
+    store_t *st = open_store(0, p);
+    const char *users[] = {"alice@example.org", "bob@example.org"};
+    const char *body = "Subject: m\r\n\r\nhello\r\n"; /* 21 octets */
+    store_body_t *b = make_body(st, body, p);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(
+            deliver(st, b, users, i < 2 ? 2 : 1, i == 4 ? "Sent" : NULL, "P: 1\r\n", NULL),
+            APR_SUCCESS);
+    apr_pool_destroy(p);
+    /* What a Postroom of schema 1 left behind: no totals table, no triggers. */
+    db_exec("DROP TRIGGER user_usage_add; DROP TRIGGER user_usage_del;"
+            " DROP TRIGGER user_usage_move; DROP TABLE user_usage; PRAGMA user_version = 1");
+    assert_int_equal(db_int("SELECT count(*) FROM sqlite_master WHERE name = 'user_usage'"), 0);
+
+    apr_pool_create(&p, pool);
+    st = open_store(0, p);
+    assert_int_equal(db_int("PRAGMA user_version"), 2);
+    store_reader_t *r;
+    assert_int_equal(store_reader_open(&r, st, p), APR_SUCCESS);
+    assert_usage(r, users[0], 5, 5 * 27);
+    assert_usage(r, users[1], 2, 2 * 27);
+    assert_usage(r, "nobody@example.org", 0, 0);
+    /* and kept from then on */
+    apr_uint32_t uid = 1;
+    assert_int_equal(store_messages_expunge(st, users[1], NULL, &uid, 1), APR_SUCCESS);
+    assert_usage(r, users[1], 1, 27);
+    assert_int_equal(deliver(st, make_body(st, body, p), users + 1, 1, NULL, NULL, NULL),
+                     APR_SUCCESS);
+    assert_usage(r, users[1], 2, 27 + 21);
+    apr_pool_destroy(p);
+}
+
 /* Size of the crash test's i-th message: mostly small, every 7th spilled. */
 static apr_size_t crash_size(apr_uint32_t uid)
 {
@@ -855,6 +972,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_concurrent_deliveries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_isolated_in_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_writer_beside_daemon, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_totals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_durability, setup, teardown),
     };
     /* STORE_TEST_FILTER=test_big* runs a subset (profiling, benchmarking). */
