@@ -6,6 +6,7 @@
 #include "service/core/log.h"
 #include "service/core/status.h"
 #include "service/core/tls.h"
+#include "service/pop3/pop3.h"
 #include "service/smtp/smtp.h"
 #include "service/store/store.h"
 
@@ -18,6 +19,7 @@ struct pr_server_t {
     dir_t *dir;
     pr_tls_t *tls;
     smtp_server_t *smtp;
+    pop3_server_t *pop3;
     pr_listener_t *listener;
 };
 
@@ -34,6 +36,35 @@ static apr_status_t server_listen(pr_server_t *srv, const pr_endpoints_t *eps, s
                     kind == SMTP_SERVICE_MX ? "smtp"
                     : kind == SMTP_SERVICE_SUBMISSION ? "submission"
                                                       : "smtps");
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t server_listen_pop3(pr_server_t *srv, const pr_endpoints_t *eps,
+                                       pop3_service_e kind, const char **err_r)
+{
+    for (int i = 0; i < eps->n; i++) {
+        apr_status_t st = pr_listener_add(srv->listener, &eps->v[i], pop3_session_run,
+                                          pop3_server_service(srv->pop3, kind),
+                                          "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+                                          err_r);
+        if (st != APR_SUCCESS) return st;
+        pr_log_info(NULL, "listening on %s:%u (%s)", eps->v[i].host, (unsigned)eps->v[i].port,
+                    kind == POP3_SERVICE_PLAIN ? "pop3" : "pop3s");
+    }
+    return APR_SUCCESS;
+}
+
+/* POP2 (RFC 937): only where [pop2] listen names endpoints; off by default. */
+static apr_status_t server_listen_pop2(pr_server_t *srv, const pr_endpoints_t *eps,
+                                       const char **err_r)
+{
+    for (int i = 0; i < eps->n; i++) {
+        apr_status_t st = pr_listener_add(srv->listener, &eps->v[i], pop2_session_run,
+                                          pop3_server_service(srv->pop3, POP3_SERVICE_POP2),
+                                          "- Too many connections\r\n", err_r);
+        if (st != APR_SUCCESS) return st;
+        pr_log_info(NULL, "listening on %s:%u (pop2)", eps->v[i].host, (unsigned)eps->v[i].port);
     }
     return APR_SUCCESS;
 }
@@ -67,6 +98,11 @@ apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const
     }
     if ((st = pr_tls_create(&srv->tls, cfg, err_r, pool)) != APR_SUCCESS) return st;
     smtp_server_create(&srv->smtp, cfg, srv->dir, srv->store, srv->tls, pool);
+    if ((st = pop3_server_create(&srv->pop3, cfg, srv->dir, srv->store, srv->tls, pool)) !=
+        APR_SUCCESS) {
+        *err_r = "cannot create the POP3 server";
+        return st;
+    }
 
     pr_listener_opts_t lo = {0};
     lo.max_connections = cfg->server.max_connections;
@@ -79,7 +115,10 @@ apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const
     }
     if ((st = server_listen(srv, &cfg->smtp.listen, SMTP_SERVICE_MX, err_r)) ||
         (st = server_listen(srv, &cfg->smtp.submission, SMTP_SERVICE_SUBMISSION, err_r)) ||
-        (st = server_listen(srv, &cfg->smtp.smtps, SMTP_SERVICE_SMTPS, err_r)))
+        (st = server_listen(srv, &cfg->smtp.smtps, SMTP_SERVICE_SMTPS, err_r)) ||
+        (st = server_listen_pop3(srv, &cfg->pop3.listen, POP3_SERVICE_PLAIN, err_r)) ||
+        (st = server_listen_pop3(srv, &cfg->pop3.pop3s, POP3_SERVICE_POP3S, err_r)) ||
+        (st = server_listen_pop2(srv, &cfg->pop2.listen, err_r)))
         return st;
     *srv_r = srv;
     return APR_SUCCESS;

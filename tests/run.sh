@@ -9,7 +9,7 @@ ROOT=$(pwd)
 JOBS=${JOBS:-2}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 
-PKGS="build-essential cmake ninja-build pkg-config python3 openssl sqlite3 curl swaks
+PKGS="build-essential cmake ninja-build pkg-config python3 openssl sqlite3 curl swaks fetchmail
       libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libcmocka-dev
       clang libclang-rt-14-dev"
 missing=""
