@@ -883,7 +883,8 @@ class LockingTest(PopCase):
     NAME = "pop3lock"
     EXTRA = PLAIN
     USERS = {"lock@example.test": "lock-secret-1", "rst@example.test": "rst-secret-2",
-             "fin@example.test": "fin-secret-3", "snap@example.test": "snap-secret-4"}
+             "fin@example.test": "fin-secret-3", "snap@example.test": "snap-secret-4",
+             "kill@example.test": "kill-secret-5"}
 
     def login_when_free(self, user, window=5.0):
         """Log in, retrying only while the reply is [IN-USE], for window seconds."""
@@ -978,6 +979,26 @@ class LockingTest(PopCase):
         self.assertEqual(stat_reply(b.cmd("STAT"))[0], 1)
         _, _, full = self.retr_raw(b, 1)
         self.assert_stored(full, new, user)
+        b.quit()
+
+
+    def test_kill9_leaves_no_stale_lock(self):
+        """The lock lives in the daemon's memory: after kill -9 and a
+        restart, the maildrop is free at once and nothing was deleted."""
+        user = "kill@example.test"
+        for i in range(2):
+            self.deliver(user, b"Subject: k%d\r\n\r\nx\r\n" % i)
+        r = self.raw(user)
+        self.assertTrue(r.cmd("DELE 1").startswith("+OK"))
+        self.srv.kill9()
+        r.close()
+        self.srv.start()
+        prtest.wait_port(self.srv.pop3_port, timeout=10)
+        b = self.raw()
+        self.assertTrue(b.cmd("USER " + user).startswith("+OK"))
+        reply = b.cmd("PASS " + self.pw(user))
+        self.assertTrue(reply.startswith("+OK"), reply)  # not [IN-USE]
+        self.assertEqual(stat_reply(b.cmd("STAT"))[0], 2)
         b.quit()
 
 

@@ -19,6 +19,7 @@
 #include "service/core/conn.h"
 #include "service/core/listener.h"
 #include "service/core/penalty.h"
+#include "service/core/status.h"
 #include "service/core/tls.h"
 #include "service/pop3/pop3.h"
 #include "service/pop3/pop3_int.h"
@@ -629,6 +630,71 @@ static void test_in_use(void **state)
     apr_pool_destroy(p);
 }
 
+/* A client that logs in, marks a message and then goes quiet: the read
+ * times out (the kernel timer the session set from [pop3] timeout). */
+typedef struct idle_tp_t {
+    const char *script;
+    int reads;
+    apr_interval_time_t timeout; /* last one set */
+    char out[4096];
+    apr_size_t out_len;
+} idle_tp_t;
+
+static apr_status_t idle_recv(void *ctx, char *buf, apr_size_t *len)
+{
+    idle_tp_t *t = ctx;
+    if (t->reads++ > 0) {
+        *len = 0;
+        return PR_ETIMEOUT;
+    }
+    apr_size_t n = strlen(t->script);
+    assert_true(n <= *len);
+    memcpy(buf, t->script, n);
+    *len = n;
+    return APR_SUCCESS;
+}
+
+static apr_status_t idle_send(void *ctx, const char *buf, apr_size_t len)
+{
+    idle_tp_t *t = ctx;
+    assert_true(t->out_len + len < sizeof(t->out));
+    memcpy(t->out + t->out_len, buf, len);
+    t->out_len += len;
+    t->out[t->out_len] = '\0';
+    return APR_SUCCESS;
+}
+
+static void idle_set_timeout(void *ctx, apr_interval_time_t timeout)
+{
+    ((idle_tp_t *)ctx)->timeout = timeout;
+}
+
+static void test_autologout(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p;
+    apr_pool_create(&p, f->pool);
+    deliver(f, ALICE, "Subject: x\r\n\r\nhi\r\n", 18);
+    static const pr_transport_t tp = {idle_recv, idle_send, idle_set_timeout, NULL};
+    idle_tp_t t = {0};
+    t.script = LOGIN_ALICE "DELE 1\r\n";
+    pr_session_t s;
+    session_init(&s, f, POP3_SERVICE_PLAIN, "127.0.0.1", p);
+    assert_int_equal(pr_conn_create(&s.conn, &tp, &t, p), APR_SUCCESS);
+    pop3_session_run(&s);
+    pr_conn_flush(s.conn);
+    /* RFC 1939 3: the timer is at least 10 minutes (the configured one); on
+     * expiry the server closes without a response and without UPDATE. */
+    assert_true(t.timeout >= apr_time_from_sec(600));
+    assert_int_equal(t.timeout, f->cfg.pop3.timeout);
+    assert_string_equal(statuses(t.out, p), "+OK|+OK|+OK|+OK");
+    assert_non_null(strstr(t.out, "+OK Message 1 deleted\r\n"));
+    assert_int_equal(strlen(strstr(t.out, "+OK Message 1 deleted\r\n")), 23);
+    const char *out = run(f, LOGIN_ALICE "STAT\r\nQUIT\r\n", p);
+    assert_non_null(strstr(out, "+OK 1 "));
+    apr_pool_destroy(p);
+}
+
 static void test_errors_and_limits(void **state)
 {
     fixture_t *f = *state;
@@ -697,6 +763,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dele_rset_quit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_deletes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_in_use, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_autologout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_and_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stls, setup, teardown),
     };
