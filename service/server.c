@@ -27,13 +27,12 @@ static apr_status_t server_listen(pr_server_t *srv, const pr_endpoints_t *eps, s
                                   const char **err_r)
 {
     for (int i = 0; i < eps->n; i++) {
-        apr_status_t st = pr_listener_add(srv->listener, &eps->v[i], smtp_session_run,
-                                          smtp_server_service(srv->smtp, kind),
-                                          "421 4.7.0 Too many connections, try again later\r\n",
-                                          err_r);
+        apr_status_t st = pr_listener_add(
+            srv->listener, &eps->v[i], smtp_session_run, smtp_server_service(srv->smtp, kind),
+            "421 4.7.0 Too many connections, try again later\r\n", err_r);
         if (st != APR_SUCCESS) return st;
         pr_log_info(NULL, "listening on %s:%u (%s)", eps->v[i].host, (unsigned)eps->v[i].port,
-                    kind == SMTP_SERVICE_MX ? "smtp"
+                    kind == SMTP_SERVICE_MX           ? "smtp"
                     : kind == SMTP_SERVICE_SUBMISSION ? "submission"
                                                       : "smtps");
     }
@@ -44,10 +43,9 @@ static apr_status_t server_listen_pop3(pr_server_t *srv, const pr_endpoints_t *e
                                        pop3_service_e kind, const char **err_r)
 {
     for (int i = 0; i < eps->n; i++) {
-        apr_status_t st = pr_listener_add(srv->listener, &eps->v[i], pop3_session_run,
-                                          pop3_server_service(srv->pop3, kind),
-                                          "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
-                                          err_r);
+        apr_status_t st = pr_listener_add(
+            srv->listener, &eps->v[i], pop3_session_run, pop3_server_service(srv->pop3, kind),
+            "-ERR [SYS/TEMP] Too many connections, try again later\r\n", err_r);
         if (st != APR_SUCCESS) return st;
         pr_log_info(NULL, "listening on %s:%u (%s)", eps->v[i].host, (unsigned)eps->v[i].port,
                     kind == POP3_SERVICE_PLAIN ? "pop3" : "pop3s");
@@ -92,13 +90,18 @@ apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const
         return st;
     }
     if ((st = dir_open(&srv->dir, cfg, pool)) != APR_SUCCESS) {
-        *err_r = apr_psprintf(pool, "cannot open the directory: %s",
-                              pr_strerror(st, buf, sizeof(buf)));
+        *err_r =
+            apr_psprintf(pool, "cannot open the directory: %s", pr_strerror(st, buf, sizeof(buf)));
         return st;
     }
     if ((st = pr_tls_create(&srv->tls, cfg, err_r, pool)) != APR_SUCCESS) return st;
-    smtp_server_create(&srv->smtp, cfg, srv->dir, srv->store, srv->tls, pool);
-    if ((st = pop3_server_create(&srv->pop3, cfg, srv->dir, srv->store, srv->tls, pool)) !=
+    pr_penalty_t *penalty;
+    if ((st = pr_penalty_create(&penalty, pool)) != APR_SUCCESS) {
+        *err_r = "cannot create the login penalty table";
+        return st;
+    }
+    smtp_server_create(&srv->smtp, cfg, srv->dir, srv->store, srv->tls, penalty, pool);
+    if ((st = pop3_server_create(&srv->pop3, cfg, srv->dir, srv->store, srv->tls, penalty, pool)) !=
         APR_SUCCESS) {
         *err_r = "cannot create the POP3 server";
         return st;

@@ -1,11 +1,13 @@
 /* Failed-login penalties per client address, shared by every protocol that
- * checks passwords. Each failure is answered late (pr_penalty_delay), and an
- * address with too many recent failures is refused outright for a while
- * (pr_penalty_blocked) without even asking the directory, so guessing is
- * slow and a pupil's account is not locked out in Active Directory by a
- * stranger. The delay is flat: a client that opens many connections at once
- * gains nothing, since the count, not the delay, is what blocks. Memory is bounded: at most PR_PENALTY_MAX_ADDRS addresses are
- * tracked; the oldest entries are forgotten first. Thread-safe. */
+ * checks passwords (SMTP AUTH, POP3, POP2, IMAP): a failure from one counts
+ * against the others. Each failure is answered late (the delay
+ * pr_penalty_fail returns), and an address with PR_PENALTY_LIMIT failures in
+ * PR_PENALTY_WINDOW is refused outright (pr_penalty_blocked) without even
+ * asking the directory, so guessing is slow and a stranger cannot lock a
+ * pupil's account out in Active Directory. The delay is flat: a client that
+ * opens many connections at once gains nothing, since the count, not the
+ * delay, is what blocks. Memory is bounded: at most PR_PENALTY_MAX_ADDRS
+ * addresses are tracked; the oldest are forgotten first. Thread-safe. */
 #ifndef PR_PENALTY_H
 #define PR_PENALTY_H
 
@@ -15,7 +17,7 @@
 #define PR_PENALTY_MAX_ADDRS 4096
 #define PR_PENALTY_WINDOW apr_time_from_sec(300) /* failures older than this are forgotten */
 #define PR_PENALTY_LIMIT 10                      /* failures in the window before blocking */
-#define PR_PENALTY_DELAY apr_time_from_sec(1)            /* before answering a failure */
+#define PR_PENALTY_DELAY apr_time_from_sec(1)    /* before answering a failure */
 
 typedef struct pr_penalty_t pr_penalty_t;
 

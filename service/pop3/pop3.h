@@ -9,6 +9,7 @@
 #include "directory/directory.h"
 #include "service/core/config.h"
 #include "service/core/listener.h"
+#include "service/core/penalty.h"
 #include "service/core/tls.h"
 #include "service/store/store.h"
 
@@ -25,8 +26,10 @@ typedef struct pop3_service_t {
     pop3_service_e kind;
 } pop3_service_t;
 
+/* penalty: failed logins per client address, shared with SMTP AUTH. */
 apr_status_t pop3_server_create(pop3_server_t **srv_r, const pr_config_t *cfg, dir_t *dir,
-                                store_t *store, pr_tls_t *tls, apr_pool_t *pool);
+                                store_t *store, pr_tls_t *tls, pr_penalty_t *penalty,
+                                apr_pool_t *pool);
 /* A service record to hand to pr_listener_add with the matching entry point. */
 pop3_service_t *pop3_server_service(pop3_server_t *srv, pop3_service_e kind);
 

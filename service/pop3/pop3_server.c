@@ -62,7 +62,8 @@ static void pop3_bad(pop3_sess_t *ps, const char *line)
     pop3_reply(ps, line);
 }
 
-static void pop3_replyf(pop3_sess_t *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void pop3_replyf(pop3_sess_t *ps, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void pop3_replyf(pop3_sess_t *ps, const char *fmt, ...)
 {
     va_list ap;
@@ -484,8 +485,7 @@ static apr_size_t pop3_top_cut(pop3_pump_t *p, const char *buf, apr_size_t n, in
 /* Write n octets with a '.' doubled at the start of every line: runs
  * between such dots go out whole, each dot once with the run before it and
  * again with the run after it, so there is no per-line write. */
-static apr_status_t pop3_write_stuffed(pr_conn_t *c, pop3_pump_t *p, const char *buf,
-                                       apr_size_t n)
+static apr_status_t pop3_write_stuffed(pr_conn_t *c, pop3_pump_t *p, const char *buf, apr_size_t n)
 {
     const char *end = buf + n, *run = buf, *q = buf;
     apr_status_t st;
@@ -562,7 +562,8 @@ static int pop3_send_message(pop3_sess_t *ps, int msgno, int lines)
         /* Half a message has gone out: there is no way to say -ERR now, so
          * the session ends and the client sees a cut-off response. */
         char ebuf[120];
-        pr_log_error(ps->s->sid, "reading message %d (uid %u) failed after %" APR_OFF_T_FMT
+        pr_log_error(ps->s->sid,
+                     "reading message %d (uid %u) failed after %" APR_OFF_T_FMT
                      " octets: %s; closing",
                      msgno, (unsigned)mi->uid, p.sent, pr_strerror(st, ebuf, sizeof(ebuf)));
         ps->quit = 1;
@@ -645,8 +646,8 @@ static void pop3_act_quit(pop3_sess_t *ps, pop3_cmd_t *cmd)
                        "removed, try again later");
     } else {
         pr_log_info(ps->s->sid,
-                    "quit %s: retr=%u top=%u sent=%" APR_OFF_T_FMT " deleted=%d left=%d",
-                    ps->user, ps->n_retr, ps->n_top, ps->octets_sent, m->n_deleted, left);
+                    "quit %s: retr=%u top=%u sent=%" APR_OFF_T_FMT " deleted=%d left=%d", ps->user,
+                    ps->n_retr, ps->n_top, ps->octets_sent, m->n_deleted, left);
         if (left == 0)
             pop3_replyf(ps, "+OK %s POP3 server signing off (maildrop empty)", host);
         else
@@ -700,8 +701,8 @@ static void pop3_command(pop3_sess_t *ps, const char *line, apr_size_t len)
         return;
     }
     if (!(def->states & ST(ps->state))) {
-        pop3_bad(ps, ps->state == ST_AUTHORIZATION ? "-ERR Not logged in"
-                                                   : "-ERR Already logged in");
+        pop3_bad(ps,
+                 ps->state == ST_AUTHORIZATION ? "-ERR Not logged in" : "-ERR Already logged in");
         return;
     }
     def->act(ps, &cmd);
@@ -724,8 +725,7 @@ static void pop3_session_loop(pop3_sess_t *ps)
                 pop3_reply(ps, "-ERR [SYS/TEMP] Server shutting down");
             } else if (st == PR_ETIMEOUT) {
                 /* RFC 1939 3: close without a response and without UPDATE. */
-                pr_log_info(ps->s->sid, "autologout in state %s",
-                            pop3_state_names[ps->state]);
+                pr_log_info(ps->s->sid, "autologout in state %s", pop3_state_names[ps->state]);
             } else {
                 pr_log_info(ps->s->sid, "connection lost in state %s: %s",
                             pop3_state_names[ps->state], pr_strerror(st, ebuf, sizeof(ebuf)));
@@ -802,7 +802,8 @@ static apr_status_t pop3_server_cleanup(void *data)
 }
 
 apr_status_t pop3_server_create(pop3_server_t **srv_r, const pr_config_t *cfg, dir_t *dir,
-                                store_t *store, pr_tls_t *tls, apr_pool_t *pool)
+                                store_t *store, pr_tls_t *tls, pr_penalty_t *penalty,
+                                apr_pool_t *pool)
 {
     pop3_server_t *srv = apr_pcalloc(pool, sizeof(*srv));
     srv->pool = pool;
@@ -810,9 +811,8 @@ apr_status_t pop3_server_create(pop3_server_t **srv_r, const pr_config_t *cfg, d
     srv->dir = dir;
     srv->store = store;
     srv->tls = tls;
-    apr_status_t st = pr_penalty_create(&srv->penalty, pool);
-    if (st != APR_SUCCESS) return st;
-    st = apr_thread_mutex_create(&srv->lock_mu, APR_THREAD_MUTEX_DEFAULT, pool);
+    srv->penalty = penalty;
+    apr_status_t st = apr_thread_mutex_create(&srv->lock_mu, APR_THREAD_MUTEX_DEFAULT, pool);
     if (st != APR_SUCCESS) return st;
     srv->locked = apr_hash_make(pool);
     apr_pool_cleanup_register(pool, srv, pop3_server_cleanup, apr_pool_cleanup_null);

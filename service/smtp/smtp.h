@@ -8,6 +8,7 @@
 #include "directory/directory.h"
 #include "service/core/config.h"
 #include "service/core/listener.h"
+#include "service/core/penalty.h"
 #include "service/core/tls.h"
 #include "service/store/store.h"
 
@@ -26,8 +27,11 @@ typedef struct smtp_service_t {
     smtp_service_e kind;
 } smtp_service_t;
 
+/* penalty: failed AUTH per client address, shared with the other protocols
+ * so that guessing over POP3 and SMTP counts together. */
 apr_status_t smtp_server_create(smtp_server_t **srv_r, const pr_config_t *cfg, dir_t *dir,
-                                store_t *store, pr_tls_t *tls, apr_pool_t *pool);
+                                store_t *store, pr_tls_t *tls, pr_penalty_t *penalty,
+                                apr_pool_t *pool);
 /* A service record to hand to pr_listener_add with smtp_session_run. */
 smtp_service_t *smtp_server_service(smtp_server_t *srv, smtp_service_e kind);
 

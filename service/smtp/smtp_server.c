@@ -9,12 +9,13 @@
  * quota (RFC 3463 X.2.2, RFC 1870 6). */
 #include "service/smtp/smtp.h"
 #include "service/core/log.h"
+#include "service/core/penalty.h"
+#include "service/core/sasl.h"
 #include "service/core/status.h"
 #include "service/mime/header.h"
 #include "service/smtp/smtp_data.h"
 #include "service/smtp/smtp_parse.h"
 
-#include <apr_base64.h>
 #include <apr_hash.h>
 #include <apr_strings.h>
 #include <apr_time.h>
@@ -23,13 +24,13 @@
 #include <string.h>
 
 #define SMTP_MAX_HOPS 100 /* RFC 5321 6.3 */
-#define SMTP_AUTH_FAIL_DELAY apr_time_from_sec(1)
 
 struct smtp_server_t {
     const pr_config_t *cfg;
     dir_t *dir;
     store_t *store;
     pr_tls_t *tls;
+    pr_penalty_t *penalty; /* failed logins per client address, shared */
     smtp_service_t services[3];
 };
 
@@ -47,12 +48,12 @@ typedef struct smtp_txn_t {
     apr_hash_t *local_set;
     apr_array_header_t *remote; /* const char*: relayed addresses, deduplicated */
     apr_hash_t *remote_set;
-    int rcpts;          /* accepted RCPT commands */
+    int rcpts; /* accepted RCPT commands */
     int rcpts_refused;
     apr_off_t size_decl; /* MAIL SIZE= (RFC 1870), -1 if not given */
     apr_hash_t *quota;   /* mailbox owner -> apr_off_t*: its limit, 0 = none */
-    int bdat;           /* BDAT chunks are being received */
-    int bdat_failed;    /* a chunk was refused: the rest are read and refused */
+    int bdat;            /* BDAT chunks are being received */
+    int bdat_failed;     /* a chunk was refused: the rest are read and refused */
     smtp_data_t data;
     pr_hdrscan_t hdr;
     const char *id;
@@ -230,27 +231,6 @@ static void smtp_act_starttls(smtp_sess_t *ss, smtp_cmd_t *cmd)
 
 /* ---- AUTH (RFC 4954) */
 
-/* Strict base64: only the alphabet, padding only at the end. */
-static const char *smtp_b64_decode(const char *in, apr_size_t *len_r, apr_pool_t *pool)
-{
-    apr_size_t n = strlen(in), pad = 0;
-    if (n % 4 != 0) return NULL;
-    for (apr_size_t i = 0; i < n; i++) {
-        char ch = in[i];
-        if (ch == '=') {
-            if (i < n - 2) return NULL;
-            pad++;
-        } else if (pad || !(isalnum((unsigned char)ch) || ch == '+' || ch == '/')) {
-            return NULL;
-        }
-    }
-    char *out = apr_palloc(pool, apr_base64_decode_len(in) + 1);
-    int len = apr_base64_decode(out, in);
-    out[len] = '\0';
-    *len_r = (apr_size_t)len;
-    return out;
-}
-
 /* Read one SASL response line. NULL if the client cancelled ("*"), timed
  * out, or sent bad base64 (a reply has been sent then). */
 static const char *smtp_sasl_read(smtp_sess_t *ss, const char *challenge, apr_size_t *len_r)
@@ -271,7 +251,8 @@ static const char *smtp_sasl_read(smtp_sess_t *ss, const char *challenge, apr_si
         smtp_reply(ss, "501 5.0.0 Authentication cancelled");
         return NULL;
     }
-    const char *out = smtp_b64_decode(line, len_r, ss->cmd_pool);
+    const char *out = pr_b64_decode_strict(line, len_r, ss->cmd_pool);
+    memset(line, 0, len);
     if (!out) smtp_reply(ss, "501 5.5.2 Cannot decode response");
     return out;
 }
@@ -282,7 +263,7 @@ static const char *smtp_initial(smtp_sess_t *ss, const char *ir, apr_size_t *len
         *len_r = 0;
         return "";
     }
-    const char *out = smtp_b64_decode(ir, len_r, ss->cmd_pool);
+    const char *out = pr_b64_decode_strict(ir, len_r, ss->cmd_pool);
     if (!out) smtp_reply(ss, "501 5.5.2 Cannot decode response");
     return out;
 }
@@ -291,12 +272,19 @@ static void smtp_auth_check(smtp_sess_t *ss, const char *authz, const char *logi
                             const char *password)
 {
     const char *user;
+    pr_penalty_t *pen = ss->srv->penalty;
+    if (pr_penalty_blocked(pen, ss->s->peer_ip)) {
+        pr_log_info(ss->s->sid, "auth refused: too many failed logins from %s", ss->s->peer_ip);
+        smtp_reply(ss, "454 4.7.0 Too many failed logins, try again later");
+        return;
+    }
     apr_status_t st = dir_authenticate(ss->srv->dir, login, password, &user, ss->cmd_pool);
     if (st == APR_SUCCESS && authz && *authz) {
         const char *nz = dir_address_normalize(authz, ss->cmd_pool);
         if (!nz || strcmp(nz, user) != 0) st = PR_EAUTH;
     }
     if (st == APR_SUCCESS) {
+        pr_penalty_success(pen, ss->s->peer_ip);
         ss->auth_user = apr_pstrdup(ss->s->pool, user);
         pr_log_info(ss->s->sid, "auth ok: %s", user);
         smtp_reply(ss, "235 2.7.0 Authentication successful");
@@ -305,7 +293,7 @@ static void smtp_auth_check(smtp_sess_t *ss, const char *authz, const char *logi
         smtp_reply(ss, "454 4.7.0 Temporary authentication failure");
     } else {
         pr_log_info(ss->s->sid, "auth failed for %s from %s", login, ss->s->peer_ip);
-        apr_sleep(SMTP_AUTH_FAIL_DELAY);
+        apr_sleep(pr_penalty_fail(pen, ss->s->peer_ip));
         smtp_reply(ss, "535 5.7.8 Authentication credentials invalid");
     }
 }
@@ -334,24 +322,20 @@ static void smtp_act_auth(smtp_sess_t *ss, smtp_cmd_t *cmd)
         return;
     }
     if (strcmp(cmd->mechanism, "PLAIN") == 0) {
-        const char *msg = cmd->initial_response
-                              ? smtp_initial(ss, cmd->initial_response, &len)
-                              : smtp_sasl_read(ss, "334 ", &len);
+        const char *msg = cmd->initial_response ? smtp_initial(ss, cmd->initial_response, &len)
+                                                : smtp_sasl_read(ss, "334 ", &len);
         if (!msg) return;
         /* authzid NUL authcid NUL passwd (RFC 4616) */
-        const char *end = msg + len, *authcid = memchr(msg, '\0', len);
-        const char *pass = authcid ? memchr(authcid + 1, '\0', (size_t)(end - authcid - 1))
-                                   : NULL;
-        if (!authcid || !pass || memchr(pass + 1, '\0', (size_t)(end - pass - 1)) ||
-            authcid + 1 == pass || pass + 1 == end) {
+        const char *authz, *authc, *pass;
+        if (pr_sasl_plain_parse(msg, len, &authz, &authc, &pass) != APR_SUCCESS) {
             smtp_reply(ss, "501 5.5.2 Malformed PLAIN response");
             return;
         }
-        smtp_auth_check(ss, msg, authcid + 1, pass + 1);
+        smtp_auth_check(ss, authz, authc, pass);
+        memset((char *)msg, 0, len);
     } else if (strcmp(cmd->mechanism, "LOGIN") == 0) {
-        const char *user = cmd->initial_response
-                               ? smtp_initial(ss, cmd->initial_response, &len)
-                               : smtp_sasl_read(ss, "334 VXNlcm5hbWU6", &len);
+        const char *user = cmd->initial_response ? smtp_initial(ss, cmd->initial_response, &len)
+                                                 : smtp_sasl_read(ss, "334 VXNlcm5hbWU6", &len);
         if (!user) return;
         if (memchr(user, '\0', len) || len == 0) {
             smtp_reply(ss, "501 5.5.2 Malformed LOGIN response");
@@ -364,6 +348,7 @@ static void smtp_act_auth(smtp_sess_t *ss, smtp_cmd_t *cmd)
             return;
         }
         smtp_auth_check(ss, NULL, user, pass);
+        memset((char *)pass, 0, len);
     } else {
         smtp_reply(ss, "504 5.5.4 Unrecognized authentication mechanism");
     }
@@ -565,7 +550,8 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
         char *a = apr_pstrdup(p, address);
         char *at = strrchr(a, '@');
         if (at && !path->literal)
-            for (char *q = at + 1; *q; q++) *q = (char)tolower((unsigned char)*q);
+            for (char *q = at + 1; *q; q++)
+                *q = (char)tolower((unsigned char)*q);
         smtp_txn_add(t->remote, t->remote_set, a, t->pool);
         t->rcpts++;
         smtp_enter_state(ss, ST_RCPT);
@@ -602,8 +588,7 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
     }
     if (smtp_rcpt_quota(ss, shown, r)) return;
     for (int i = 0; i < r->mailboxes->nelts; i++)
-        smtp_txn_add(t->local, t->local_set, APR_ARRAY_IDX(r->mailboxes, i, const char *),
-                     t->pool);
+        smtp_txn_add(t->local, t->local_set, APR_ARRAY_IDX(r->mailboxes, i, const char *), t->pool);
     for (int i = 0; i < r->external->nelts; i++)
         smtp_txn_add(t->remote, t->remote_set, APR_ARRAY_IDX(r->external, i, const char *),
                      t->pool);
@@ -645,8 +630,7 @@ static const char *smtp_prefix(smtp_sess_t *ss, const char *rcpt, const char *da
 {
     const char *facts = "";
     if (ss->tls_desc && ss->auth_user)
-        facts = apr_psprintf(pool, "\r\n\t(%s; authenticated as %s)", ss->tls_desc,
-                             ss->auth_user);
+        facts = apr_psprintf(pool, "\r\n\t(%s; authenticated as %s)", ss->tls_desc, ss->auth_user);
     else if (ss->tls_desc)
         facts = apr_psprintf(pool, "\r\n\t(%s)", ss->tls_desc);
     else if (ss->auth_user)
@@ -656,11 +640,10 @@ static const char *smtp_prefix(smtp_sess_t *ss, const char *rcpt, const char *da
                         "Received: from %s ([%s])\r\n"
                         "\tby %s (Postroom) with %s id %s%s%s%s%s;\r\n"
                         "\t%s\r\n%s",
-                        rcpt ? "Return-Path: <" : "", rcpt ? ss->txn.sender : "",
-                        rcpt ? ">" : "", rcpt ? "\r\n" : "", ss->helo ? ss->helo : "unknown",
-                        ss->s->peer_ip, ss->cfg->server.hostname, smtp_with(ss), ss->txn.id,
-                        facts, rcpt ? "\r\n\tfor <" : "", rcpt ? rcpt : "", rcpt ? ">" : "",
-                        date, extra);
+                        rcpt ? "Return-Path: <" : "", rcpt ? ss->txn.sender : "", rcpt ? ">" : "",
+                        rcpt ? "\r\n" : "", ss->helo ? ss->helo : "unknown", ss->s->peer_ip,
+                        ss->cfg->server.hostname, smtp_with(ss), ss->txn.id, facts,
+                        rcpt ? "\r\n\tfor <" : "", rcpt ? rcpt : "", rcpt ? ">" : "", date, extra);
 }
 
 /* Submission may only use From: addresses the directory gives the user. */
@@ -684,9 +667,8 @@ static apr_status_t smtp_check_from(smtp_sess_t *ss, const char **why_r)
             return st;
         }
         if (st != APR_SUCCESS) {
-            *why_r = apr_psprintf(ss->cmd_pool,
-                                  "553 5.7.1 From: <%s> is not an address of user %s", a,
-                                  ss->auth_user);
+            *why_r = apr_psprintf(ss->cmd_pool, "553 5.7.1 From: <%s> is not an address of user %s",
+                                  a, ss->auth_user);
             return PR_EPERM;
         }
     }
@@ -846,7 +828,8 @@ static void smtp_act_data(smtp_sess_t *ss, smtp_cmd_t *cmd)
         else if (ss->in_txn && t->rcpts_refused)
             smtp_reply(ss, "554 5.5.1 No valid recipients");
         else
-            smtp_reply(ss, ss->in_txn ? "503 5.5.1 Need RCPT command" : "503 5.5.1 Need MAIL command");
+            smtp_reply(ss,
+                       ss->in_txn ? "503 5.5.1 Need RCPT command" : "503 5.5.1 Need MAIL command");
         return;
     }
     smtp_reply(ss, "354 End data with <CR><LF>.<CR><LF>");
@@ -914,7 +897,8 @@ static void smtp_act_bdat(smtp_sess_t *ss, smtp_cmd_t *cmd)
         else if (ss->in_txn && t->rcpts_refused)
             smtp_reply(ss, "554 5.5.1 No valid recipients");
         else
-            smtp_reply(ss, ss->in_txn ? "503 5.5.1 Need RCPT command" : "503 5.5.1 Need MAIL command");
+            smtp_reply(ss,
+                       ss->in_txn ? "503 5.5.1 Need RCPT command" : "503 5.5.1 Need MAIL command");
         if (cmd->last) smtp_txn_end(ss);
         return;
     }
@@ -965,7 +949,8 @@ static void smtp_act_help(smtp_sess_t *ss, smtp_cmd_t *cmd)
 static const char *smtp_lookup_arg(smtp_sess_t *ss, const char *arg)
 {
     apr_size_t n = strlen(arg);
-    if (n >= 2 && arg[0] == '<' && arg[n - 1] == '>') arg = apr_pstrndup(ss->cmd_pool, arg + 1, n - 2);
+    if (n >= 2 && arg[0] == '<' && arg[n - 1] == '>')
+        arg = apr_pstrndup(ss->cmd_pool, arg + 1, n - 2);
     if (!strchr(arg, '@') && ss->cfg->server.domains.n > 0)
         arg = apr_pstrcat(ss->cmd_pool, arg, "@", ss->cfg->server.domains.v[0], NULL);
     return dir_address_normalize(arg, ss->cmd_pool);
@@ -980,9 +965,12 @@ static void smtp_act_vrfy(smtp_sess_t *ss, smtp_cmd_t *cmd)
     const char *a = smtp_lookup_arg(ss, cmd->arg);
     dir_result_t *r;
     apr_status_t st = a ? dir_resolve(ss->srv->dir, a, &r, ss->cmd_pool) : PR_ENOTFOUND;
-    if (st == APR_SUCCESS) smtp_replyf(ss, "250 2.1.5 <%s>", r->address);
-    else if (st == PR_ETEMPFAIL) smtp_reply(ss, "451 4.4.3 Directory temporarily unavailable");
-    else smtp_reply(ss, "550 5.1.1 User unknown");
+    if (st == APR_SUCCESS)
+        smtp_replyf(ss, "250 2.1.5 <%s>", r->address);
+    else if (st == PR_ETEMPFAIL)
+        smtp_reply(ss, "451 4.4.3 Directory temporarily unavailable");
+    else
+        smtp_reply(ss, "550 5.1.1 User unknown");
 }
 
 static void smtp_act_expn(smtp_sess_t *ss, smtp_cmd_t *cmd)
@@ -1148,9 +1136,9 @@ void smtp_session_run(pr_session_t *s)
     ss->conn = s->conn;
     ss->state = ST_GREET;
     const pr_config_t *cfg = ss->cfg;
-    ss->relay_client = cfg->smtp.relay_networks.n > 0 &&
-                       pr_cidr_match_text(cfg->smtp.relay_networks.v, cfg->smtp.relay_networks.n,
-                                          s->peer_ip);
+    ss->relay_client =
+        cfg->smtp.relay_networks.n > 0 &&
+        pr_cidr_match_text(cfg->smtp.relay_networks.v, cfg->smtp.relay_networks.n, s->peer_ip);
     apr_pool_create(&ss->cmd_pool, s->pool);
     static const char *const kinds[] = {"smtp", "submission", "smtps"};
     pr_log_info(s->sid, "connect from [%s]:%u to %s port %u", s->peer_ip, (unsigned)s->peer_port,
@@ -1179,13 +1167,15 @@ void smtp_session_run(pr_session_t *s)
 }
 
 apr_status_t smtp_server_create(smtp_server_t **srv_r, const pr_config_t *cfg, dir_t *dir,
-                                store_t *store, pr_tls_t *tls, apr_pool_t *pool)
+                                store_t *store, pr_tls_t *tls, pr_penalty_t *penalty,
+                                apr_pool_t *pool)
 {
     smtp_server_t *srv = apr_pcalloc(pool, sizeof(*srv));
     srv->cfg = cfg;
     srv->dir = dir;
     srv->store = store;
     srv->tls = tls;
+    srv->penalty = penalty;
     for (int i = 0; i < 3; i++) {
         srv->services[i].server = srv;
         srv->services[i].kind = (smtp_service_e)i;

@@ -16,6 +16,7 @@
 
 #include "directory/directory.h"
 #include "service/core/conn.h"
+#include "service/core/penalty.h"
 #include "service/core/listener.h"
 #include "service/core/tls.h"
 #include "service/pop3/pop3.h"
@@ -78,8 +79,11 @@ static int setup(void **state)
     assert_int_equal(dir_user_add(f->dir, "alice@example.test", "alice pw 1"), APR_SUCCESS);
     assert_int_equal(dir_user_add(f->dir, "bob@example.test", "bob-pw-2"), APR_SUCCESS);
     assert_int_equal(pr_tls_create(&f->tls, &f->cfg, &err, f->pool), APR_SUCCESS);
-    assert_int_equal(pop3_server_create(&f->srv, &f->cfg, f->dir, f->store, f->tls, f->pool),
-                     APR_SUCCESS);
+    pr_penalty_t *penalty;
+    assert_int_equal(pr_penalty_create(&penalty, f->pool), APR_SUCCESS);
+    assert_int_equal(
+        pop3_server_create(&f->srv, &f->cfg, f->dir, f->store, f->tls, penalty, f->pool),
+        APR_SUCCESS);
 
     /* Three messages whose content looks like POP2 and POP3 protocol: POP2
      * sends octets, so none of it may be stuffed, terminated or mistaken. */

@@ -74,8 +74,11 @@ static int setup(void **state)
         cert = strdup(apr_psprintf(f->pool, "%s/tls/cert.pem", dir));
         key = strdup(apr_psprintf(f->pool, "%s/tls/key.pem", dir));
     }
-    assert_int_equal(pop3_server_create(&f->srv, &f->cfg, f->dir, f->store, f->tls, f->pool),
-                     APR_SUCCESS);
+    pr_penalty_t *penalty;
+    assert_int_equal(pr_penalty_create(&penalty, f->pool), APR_SUCCESS);
+    assert_int_equal(
+        pop3_server_create(&f->srv, &f->cfg, f->dir, f->store, f->tls, penalty, f->pool),
+        APR_SUCCESS);
     *state = f;
     return 0;
 }
@@ -132,10 +135,12 @@ static const char *statuses(const char *out, apr_pool_t *pool)
         const char *e = strstr(p, "\r\n");
         if (!e) break;
         const char *word = NULL;
-        if (strncmp(p, "+OK", 3) == 0) word = "+OK";
+        if (strncmp(p, "+OK", 3) == 0)
+            word = "+OK";
         else if (strncmp(p, "-ERR [", 6) == 0)
             word = apr_pstrndup(pool, p, (apr_size_t)(strchr(p, ']') - p) + 1);
-        else if (strncmp(p, "-ERR", 4) == 0) word = "-ERR";
+        else if (strncmp(p, "-ERR", 4) == 0)
+            word = "-ERR";
         if (word) res = apr_pstrcat(pool, res, *res ? "|" : "", word, NULL);
         p = e + 2;
     }
@@ -229,31 +234,35 @@ static void test_capa_and_login(void **state)
     apr_pool_t *p;
     apr_pool_create(&p, f->pool);
     const char *out = run(f, "capa\r\n" LOGIN_ALICE "CAPA\r\nQUIT\r\n", p);
-    assert_string_equal(out, GREETING "+OK Capability list follows\r\n"
-                                      "TOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\n"
-                                      "AUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\nEXPIRE NEVER\r\n"
-                                      "IMPLEMENTATION Postroom\r\n.\r\n"
-                                      "+OK Send PASS\r\n"
-                                      "+OK Logged in, 0 messages (0 octets)\r\n"
-                                      "+OK Capability list follows\r\n"
-                                      "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
-                                      "EXPIRE NEVER\r\nIMPLEMENTATION Postroom\r\n.\r\n"
-                                      "+OK " HOST " POP3 server signing off (maildrop empty)\r\n");
+    assert_string_equal(out,
+                        GREETING "+OK Capability list follows\r\n"
+                                 "TOP\r\nUIDL\r\nUSER\r\nSASL PLAIN LOGIN\r\nRESP-CODES\r\n"
+                                 "AUTH-RESP-CODE\r\nPIPELINING\r\nSTLS\r\nEXPIRE NEVER\r\n"
+                                 "IMPLEMENTATION Postroom\r\n.\r\n"
+                                 "+OK Send PASS\r\n"
+                                 "+OK Logged in, 0 messages (0 octets)\r\n"
+                                 "+OK Capability list follows\r\n"
+                                 "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
+                                 "EXPIRE NEVER\r\nIMPLEMENTATION Postroom\r\n.\r\n"
+                                 "+OK " HOST " POP3 server signing off (maildrop empty)\r\n");
 
     /* Without TLS and without allow_plaintext_auth: no USER/SASL offered,
      * and every way of sending a password is refused before it is sent. */
     f->cfg.pop3.allow_plaintext_auth = 0;
-    out = run(f, "CAPA\r\n" LOGIN_ALICE "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wdy0x\r\n"
-                 "AUTH\r\nSTAT\r\nQUIT\r\n", p);
-    assert_string_equal(out, GREETING "+OK Capability list follows\r\n"
-                                      "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
-                                      "STLS\r\nEXPIRE NEVER\r\nIMPLEMENTATION Postroom\r\n.\r\n"
-                                      "-ERR [AUTH] Plaintext authentication disallowed; use STLS\r\n"
-                                      "-ERR [AUTH] Plaintext authentication disallowed; use STLS\r\n"
-                                      "-ERR [AUTH] Plaintext authentication disallowed; use STLS\r\n"
-                                      "-ERR [AUTH] Plaintext authentication disallowed; use STLS\r\n"
-                                      "-ERR Not logged in\r\n"
-                                      "+OK " HOST " POP3 server signing off\r\n");
+    out = run(f,
+              "CAPA\r\n" LOGIN_ALICE "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wdy0x\r\n"
+              "AUTH\r\nSTAT\r\nQUIT\r\n",
+              p);
+    assert_string_equal(out,
+                        GREETING "+OK Capability list follows\r\n"
+                                 "TOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n"
+                                 "STLS\r\nEXPIRE NEVER\r\nIMPLEMENTATION Postroom\r\n.\r\n"
+                                 "-ERR [AUTH] Plaintext authentication disallowed; use STLS\r\n"
+                                 "-ERR [AUTH] Plaintext authentication disallowed; use STLS\r\n"
+                                 "-ERR [AUTH] Plaintext authentication disallowed; use STLS\r\n"
+                                 "-ERR [AUTH] Plaintext authentication disallowed; use STLS\r\n"
+                                 "-ERR Not logged in\r\n"
+                                 "+OK " HOST " POP3 server signing off\r\n");
     f->cfg.pop3.allow_plaintext_auth = 1;
     apr_pool_destroy(p);
 }
@@ -275,8 +284,7 @@ static void test_login_failures_look_alike(void **state)
     const char *b = strstr(a + strlen(bad), bad);
     assert_non_null(b);
     assert_int_equal(b - a, strlen(bad) + strlen("+OK Send PASS\r\n"));
-    assert_string_equal(statuses(out, p),
-                        "+OK|+OK|-ERR [AUTH]|+OK|-ERR [AUTH]|-ERR|+OK|+OK");
+    assert_string_equal(statuses(out, p), "+OK|+OK|-ERR [AUTH]|+OK|-ERR [AUTH]|-ERR|+OK|+OK");
     assert_non_null(strstr(out, "-ERR Send USER first\r\n+OK Logged in, 0 messages"));
 
     /* SASL: PLAIN in a continuation, LOGIN, cancel, the list, an unknown
@@ -312,7 +320,8 @@ static void test_login_delay(void **state)
     for (int i = 0; i < PR_PENALTY_LIMIT; i++)
         pr_penalty_fail(f->srv->penalty, "127.0.0.5");
     /* Even the right password is not checked from a blocked address. */
-    const char *script = LOGIN_ALICE "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wdy0x\r\nQUIT\r\n";
+    const char *script =
+        LOGIN_ALICE "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wdy0x\r\nQUIT\r\n";
     const char *out = run_from(f, POP3_SERVICE_PLAIN, "127.0.0.5", script, strlen(script), NULL, p);
     assert_string_equal(statuses(out, p), "+OK|+OK|-ERR [LOGIN-DELAY]|-ERR [LOGIN-DELAY]|+OK");
     /* Another address is not affected. */
@@ -353,9 +362,9 @@ static void test_exact_bytes(void **state)
                  "+OK\r\n1 %u.%u\r\n2 %u.%u\r\n3 %u.%u\r\n.\r\n"
                  "+OK 3 %u.%u\r\n"
                  "+OK 0\r\n",
-        (unsigned long)(s1 + s2 + s3), (unsigned long)(s1 + s2 + s3),
-        (unsigned long)(s1 + s2 + s3), (unsigned long)s1, (unsigned long)s2, (unsigned long)s3,
-        (unsigned long)s2, v, (unsigned)u1, v, (unsigned)u2, v, (unsigned)u3, v, (unsigned)u3);
+        (unsigned long)(s1 + s2 + s3), (unsigned long)(s1 + s2 + s3), (unsigned long)(s1 + s2 + s3),
+        (unsigned long)s1, (unsigned long)s2, (unsigned long)s3, (unsigned long)s2, v, (unsigned)u1,
+        v, (unsigned)u2, v, (unsigned)u3, v, (unsigned)u3);
     want = apr_pstrcat(p, want, apr_psprintf(p, "+OK %lu octets\r\n", (unsigned long)s2),
                        expect_body(full(m2, p), s2, -1, &n, p), "+OK 2\r\n",
                        apr_psprintf(p, "+OK %lu octets\r\n", (unsigned long)s1),
@@ -448,15 +457,16 @@ static void test_big_message(void **state)
     assert_int_equal(n_top0, chunk + 1 + 3); /* the header alone; ".." for none of it */
     free(msg);
 
-    const char *head = apr_psprintf(p, GREETING "+OK Send PASS\r\n"
-                                                "+OK Logged in, 1 messages (%lu octets)\r\n"
-                                                "+OK Top of message follows\r\n",
-                                     (unsigned long)full_len);
+    const char *head = apr_psprintf(p,
+                                    GREETING "+OK Send PASS\r\n"
+                                             "+OK Logged in, 1 messages (%lu octets)\r\n"
+                                             "+OK Top of message follows\r\n",
+                                    (unsigned long)full_len);
     const char *retr_ok = apr_psprintf(p, "+OK %lu octets\r\n", (unsigned long)full_len);
     const char *top_ok = "+OK Top of message follows\r\n";
     const char *bye = "+OK " HOST " POP3 server signing off (1 messages left)\r\n";
-    apr_size_t want_len = strlen(head) + n_top3 + strlen(retr_ok) + n_retr + strlen(top_ok) +
-                          n_top0 + strlen(bye);
+    apr_size_t want_len =
+        strlen(head) + n_top3 + strlen(retr_ok) + n_retr + strlen(top_ok) + n_top0 + strlen(bye);
     assert_int_equal(out_len, want_len);
     const char *o = out;
     assert_memory_equal(o, head, strlen(head));
@@ -500,23 +510,25 @@ static void test_dele_rset_quit(void **state)
     const char *out = run(f, LOGIN_ALICE "UIDL\r\nQUIT\r\n", p);
     const char *uidl2 = uidl_of(out, 2, p), *uidl4 = uidl_of(out, 4, p);
 
-    out = run(f, LOGIN_ALICE "DELE 1\r\nDELE 1\r\nDELE 5\r\nLIST 1\r\nRETR 1\r\nTOP 1 0\r\n"
-                             "UIDL 1\r\nSTAT\r\nLIST\r\nUIDL\r\nRSET\r\nSTAT\r\n"
-                             "DELE 1\r\nDELE 3\r\nQUIT\r\n",
+    out = run(f,
+              LOGIN_ALICE "DELE 1\r\nDELE 1\r\nDELE 5\r\nLIST 1\r\nRETR 1\r\nTOP 1 0\r\n"
+                          "UIDL 1\r\nSTAT\r\nLIST\r\nUIDL\r\nRSET\r\nSTAT\r\n"
+                          "DELE 1\r\nDELE 3\r\nQUIT\r\n",
               p);
-    const char *want = apr_psprintf(
-        p,
-        "+OK Message 1 deleted\r\n-ERR Message 1 already deleted\r\n"
-        "-ERR No such message\r\n-ERR No such message\r\n-ERR No such message\r\n"
-        "-ERR No such message\r\n-ERR No such message\r\n+OK 3 %lu\r\n"
-        "+OK 3 messages (%lu octets)\r\n2 %lu\r\n3 %lu\r\n4 %lu\r\n.\r\n",
-        (unsigned long)(3 * sz), (unsigned long)(3 * sz), (unsigned long)sz, (unsigned long)sz,
-        (unsigned long)sz);
+    const char *want =
+        apr_psprintf(p,
+                     "+OK Message 1 deleted\r\n-ERR Message 1 already deleted\r\n"
+                     "-ERR No such message\r\n-ERR No such message\r\n-ERR No such message\r\n"
+                     "-ERR No such message\r\n-ERR No such message\r\n+OK 3 %lu\r\n"
+                     "+OK 3 messages (%lu octets)\r\n2 %lu\r\n3 %lu\r\n4 %lu\r\n.\r\n",
+                     (unsigned long)(3 * sz), (unsigned long)(3 * sz), (unsigned long)sz,
+                     (unsigned long)sz, (unsigned long)sz);
     assert_non_null(strstr(out, want));
     assert_null(uidl_of(out, 1, p)); /* a deleted message is not listed */
     assert_string_equal(uidl_of(out, 2, p), uidl2);
-    assert_non_null(strstr(out, apr_psprintf(p, "+OK Maildrop has 4 messages (%lu octets)\r\n"
-                                                "+OK 4 %lu\r\n",
+    assert_non_null(strstr(out, apr_psprintf(p,
+                                             "+OK Maildrop has 4 messages (%lu octets)\r\n"
+                                             "+OK 4 %lu\r\n",
                                              (unsigned long)(4 * sz), (unsigned long)(4 * sz))));
     assert_non_null(strstr(out, "signing off (2 messages left)\r\n"));
 
@@ -710,8 +722,10 @@ static void test_errors_and_limits(void **state)
     char *huge = apr_palloc(p, 100001);
     memset(huge, 'A', 100000);
     huge[100000] = '\0';
-    const char *script = apr_pstrcat(p, ok, "\r\n", ok, " \r\n", huge, "\r\nNOOP\r\n"
-                                     "STAT\r\nRETR 1\r\nAPOP a b\r\nRETR\r\n\r\nQUIT\r\n", NULL);
+    const char *script = apr_pstrcat(p, ok, "\r\n", ok, " \r\n", huge,
+                                     "\r\nNOOP\r\n"
+                                     "STAT\r\nRETR 1\r\nAPOP a b\r\nRETR\r\n\r\nQUIT\r\n",
+                                     NULL);
     const char *out = run(f, script, p);
     assert_string_equal(out, GREETING "+OK\r\n-ERR Line too long\r\n-ERR Line too long\r\n+OK\r\n"
                                       "-ERR Not logged in\r\n-ERR Not logged in\r\n"

@@ -19,6 +19,7 @@
 
 #include "directory/directory.h"
 #include "service/core/conn.h"
+#include "service/core/penalty.h"
 #include "service/core/listener.h"
 #include "service/core/tls.h"
 #include "service/smtp/smtp.h"
@@ -81,8 +82,11 @@ static int setup(void **state)
     assert_int_equal(dir_list_member_add(f->dir_h, "staff@example.test", "bob@example.test"),
                      APR_SUCCESS);
     assert_int_equal(pr_tls_create(&f->tls, &f->cfg, &err, f->pool), APR_SUCCESS);
-    assert_int_equal(smtp_server_create(&f->srv, &f->cfg, f->dir_h, f->store, f->tls, f->pool),
-                     APR_SUCCESS);
+    pr_penalty_t *penalty;
+    assert_int_equal(pr_penalty_create(&penalty, f->pool), APR_SUCCESS);
+    assert_int_equal(
+        smtp_server_create(&f->srv, &f->cfg, f->dir_h, f->store, f->tls, penalty, f->pool),
+        APR_SUCCESS);
     *state = f;
     return 0;
 }

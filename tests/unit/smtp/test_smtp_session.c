@@ -15,6 +15,7 @@
 
 #include "directory/directory.h"
 #include "service/core/conn.h"
+#include "service/core/penalty.h"
 #include "service/core/listener.h"
 #include "service/core/tls.h"
 #include "service/smtp/smtp.h"
@@ -27,6 +28,7 @@ typedef struct fixture_t {
     dir_t *dir;
     pr_tls_t *tls;
     smtp_server_t *srv;
+    pr_penalty_t *penalty;
 } fixture_t;
 
 static int setup(void **state)
@@ -51,8 +53,10 @@ static int setup(void **state)
     assert_int_equal(dir_open(&f->dir, &f->cfg, f->pool), APR_SUCCESS);
     assert_int_equal(dir_user_add(f->dir, "alice@example.test", "alice-pw-1"), APR_SUCCESS);
     assert_int_equal(pr_tls_create(&f->tls, &f->cfg, &err, f->pool), APR_SUCCESS);
-    assert_int_equal(smtp_server_create(&f->srv, &f->cfg, f->dir, f->store, f->tls, f->pool),
-                     APR_SUCCESS);
+    assert_int_equal(pr_penalty_create(&f->penalty, f->pool), APR_SUCCESS);
+    assert_int_equal(
+        smtp_server_create(&f->srv, &f->cfg, f->dir, f->store, f->tls, f->penalty, f->pool),
+        APR_SUCCESS);
     *state = f;
     return 0;
 }
@@ -68,19 +72,25 @@ static int teardown(void **state)
     return 0;
 }
 
-/* Run one session over `script`; returns everything the server wrote. */
-static const char *run(fixture_t *f, smtp_service_e kind, const char *script, apr_pool_t *pool)
+/* Run one session over `script` from peer; returns everything the server wrote. */
+static const char *run_from(fixture_t *f, smtp_service_e kind, const char *peer, const char *script,
+                            apr_pool_t *pool)
 {
     pr_session_t s = {0};
     s.sid = "TEST";
     s.pool = pool;
-    s.peer_ip = "127.0.0.1";
+    s.peer_ip = peer;
     s.local_ip = "127.0.0.1";
     s.local_port = 25;
     s.service = smtp_server_service(f->srv, kind);
     assert_int_equal(pr_conn_create_memory(&s.conn, script, strlen(script), pool), APR_SUCCESS);
     smtp_session_run(&s);
     return pr_conn_memory_output(s.conn, NULL);
+}
+
+static const char *run(fixture_t *f, smtp_service_e kind, const char *script, apr_pool_t *pool)
+{
+    return run_from(f, kind, "127.0.0.1", script, pool);
 }
 
 /* The reply lines' first 9 characters ("250 2.1.0"), one per line, joined by '|'. */
@@ -127,8 +137,8 @@ static void test_delivery(void **state)
     assert_int_equal(store_message_open(&s, r, "alice@example.test", NULL, 1, p), APR_SUCCESS);
     assert_int_equal(store_stream_read(s, buf, &len), APR_SUCCESS);
     buf[len] = '\0';
-    assert_true(strncmp(buf, "Return-Path: <x@y.test>\r\nReceived: from a.test ([127.0.0.1])", 60) ==
-                0);
+    assert_true(
+        strncmp(buf, "Return-Path: <x@y.test>\r\nReceived: from a.test ([127.0.0.1])", 60) == 0);
     assert_non_null(strstr(buf, "\tfor <alice@example.test>;"));
     const char *tail = "\r\nSubject: t\r\n\r\n.hi\r\n";
     assert_string_equal(buf + len - strlen(tail), tail);
@@ -160,6 +170,7 @@ static void test_relay_tricks_refused(void **state)
 static void test_sequence_and_submission(void **state)
 {
     fixture_t *f = *state;
+    f->cfg.smtp.allow_plaintext_auth = 0;
     apr_pool_t *p;
     apr_pool_create(&p, f->pool);
     const char *out = run(f, SMTP_SERVICE_SUBMISSION,
@@ -171,6 +182,52 @@ static void test_sequence_and_submission(void **state)
     /* No AUTH before TLS (538); MAIL without AUTH on submission (530). */
     assert_non_null(strstr(c, "220 mx.ex|503 5.5.1|"));
     assert_non_null(strstr(c, "|538 5.7.1|530 5.7.0|221 2.0.0"));
+    apr_pool_destroy(p);
+}
+
+/* AUTH PLAIN (initial response or 334), LOGIN, and what is refused. A
+ * memory connection has no TLS, so plaintext AUTH is allowed here. */
+static void test_auth(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p;
+    apr_pool_create(&p, f->pool);
+    f->cfg.smtp.allow_plaintext_auth = 1;
+    const char *plain_ok = "AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wdy0x"; /* \0alice@..\0alice-pw-1 */
+    const char *out = run(
+        f, SMTP_SERVICE_SUBMISSION,
+        apr_pstrcat(p, "EHLO a\r\nAUTH PLAIN ", plain_ok, "\r\nAUTH PLAIN\r\nQUIT\r\n", NULL), p);
+    assert_non_null(strstr(codes(out, p), "|235 2.7.0|503 5.5.1|221 2.0.0"));
+    out = run(f, SMTP_SERVICE_SUBMISSION,
+              apr_pstrcat(p, "EHLO a\r\nAUTH PLAIN\r\n", plain_ok, "\r\nQUIT\r\n", NULL), p);
+    assert_non_null(strstr(out, "\r\n334 \r\n235 2.7.0 "));
+    /* LOGIN: user and password prompts; "*" cancels; bad base64; a PLAIN
+     * message without a password; an unknown mechanism. */
+    out = run(f, SMTP_SERVICE_SUBMISSION,
+              "EHLO a\r\nAUTH LOGIN\r\n*\r\nAUTH LOGIN\r\nnot*base64\r\n"
+              "AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAA=\r\nAUTH CRAM-MD5\r\n"
+              "AUTH LOGIN YWxpY2VAZXhhbXBsZS50ZXN0\r\nYWxpY2UtcHctMQ==\r\nQUIT\r\n",
+              p);
+    assert_non_null(strstr(codes(out, p), "|334 VXNlc|501 5.0.0|334 VXNlc|501 5.5.2|501 5.5.2|"
+                                          "504 5.5.4|334 UGFzc|235 2.7.0|221 2.0.0"));
+    /* A wrong password and an unknown user get the same answer. */
+    out = run(f, SMTP_SERVICE_SUBMISSION,
+              "EHLO a\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n"
+              "AUTH PLAIN AG5vYm9keUBleGFtcGxlLnRlc3QAYWxpY2UtcHctMQ==\r\nQUIT\r\n",
+              p);
+    assert_non_null(strstr(out, "535 5.7.8 Authentication credentials invalid\r\n"
+                                "535 5.7.8 Authentication credentials invalid\r\n"));
+    /* An address with too many recent failures (over any protocol: the
+     * penalty table is shared) is refused without a check, even with the
+     * right password; another address is not. */
+    for (int i = 0; i < PR_PENALTY_LIMIT; i++)
+        pr_penalty_fail(f->penalty, "127.0.0.5");
+    const char *script = apr_pstrcat(p, "EHLO a\r\nAUTH PLAIN ", plain_ok, "\r\nQUIT\r\n", NULL);
+    out = run_from(f, SMTP_SERVICE_SUBMISSION, "127.0.0.5", script, p);
+    assert_non_null(strstr(codes(out, p), "|454 4.7.0|221 2.0.0"));
+    out = run_from(f, SMTP_SERVICE_SUBMISSION, "127.0.0.6", script, p);
+    assert_non_null(strstr(codes(out, p), "|235 2.7.0|221 2.0.0"));
+    f->cfg.smtp.allow_plaintext_auth = 0;
     apr_pool_destroy(p);
 }
 
@@ -195,6 +252,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_delivery),
         cmocka_unit_test(test_relay_tricks_refused),
+        cmocka_unit_test(test_auth),
         cmocka_unit_test(test_sequence_and_submission),
         cmocka_unit_test(test_starttls_pipelined_input_discarded),
     };
