@@ -9,6 +9,7 @@
 #include <apr_file_info.h>
 #include <apr_strings.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef _WIN32
@@ -180,6 +181,8 @@ apr_status_t store_open(store_t **st_r, const store_options_t *opts, apr_pool_t 
     if ((rv = apr_thread_mutex_create(&st->mu, APR_THREAD_MUTEX_DEFAULT, pool)) != APR_SUCCESS ||
         (rv = apr_thread_mutex_create(&st->sync_mu, APR_THREAD_MUTEX_DEFAULT, pool)) !=
             APR_SUCCESS ||
+        (rv = apr_thread_mutex_create(&st->readers_mu, APR_THREAD_MUTEX_DEFAULT, pool)) !=
+            APR_SUCCESS ||
         (rv = apr_thread_cond_create(&st->work, pool)) != APR_SUCCESS ||
         (rv = apr_pool_create(&st->waiter_pool, pool)) != APR_SUCCESS)
         return rv;
@@ -209,6 +212,15 @@ void store_close(store_t *st)
     st->closed = 1;
     store_conn_close(&st->w);
     apr_thread_mutex_unlock(st->sync_mu);
+    apr_thread_mutex_lock(st->readers_mu);
+    while (st->idle_readers) {
+        store_idle_conn_t *ic = st->idle_readers;
+        st->idle_readers = ic->next;
+        store_conn_close(&ic->c);
+        free(ic);
+    }
+    st->n_idle_readers = 0;
+    apr_thread_mutex_unlock(st->readers_mu);
 }
 
 apr_status_t store_check_space(store_t *st, apr_off_t need)
@@ -230,14 +242,37 @@ void store_stats_get(store_t *st, store_stats_t *out)
     apr_thread_mutex_lock(st->mu);
     *out = st->stats;
     apr_thread_mutex_unlock(st->mu);
+    apr_thread_mutex_lock(st->readers_mu);
+    out->reader_opens = st->reader_opens;
+    out->idle_readers = (apr_uint32_t)st->n_idle_readers;
+    apr_thread_mutex_unlock(st->readers_mu);
 }
 
 /* ---- Readers */
 
+/* A reader's connection goes back to the idle list when its pool goes,
+ * unless the store is closed, the list is full, or the connection is inside
+ * a transaction (it never should be: every read ends its own). */
 static apr_status_t store_reader_cleanup(void *data)
 {
     store_reader_t *r = data;
-    store_conn_close(&r->c);
+    store_t *st = r->st;
+    store_idle_conn_t *ic = NULL;
+    if (sqlite3_get_autocommit(r->c.db)) ic = malloc(sizeof(*ic));
+    if (ic) {
+        ic->c = r->c;
+        apr_thread_mutex_lock(st->readers_mu);
+        if (!st->closed && st->n_idle_readers < STORE_IDLE_READERS_MAX) {
+            ic->next = st->idle_readers;
+            st->idle_readers = ic;
+            st->n_idle_readers++;
+            ic = NULL;
+            r->c.db = NULL;
+        }
+        apr_thread_mutex_unlock(st->readers_mu);
+        free(ic);
+    }
+    if (r->c.db) store_conn_close(&r->c);
     return APR_SUCCESS;
 }
 
@@ -245,10 +280,24 @@ apr_status_t store_reader_open(store_reader_t **r_r, store_t *st, apr_pool_t *po
 {
     store_reader_t *r = apr_pcalloc(pool, sizeof(*r));
     r->st = st;
-    apr_status_t rv = store_conn_open(&r->c, st->db_path, 0);
-    if (rv != APR_SUCCESS) return rv;
-    /* Readers never write: all writes go through the single writer. */
-    sqlite3_exec(r->c.db, "PRAGMA query_only = 1", NULL, NULL, NULL);
+    apr_thread_mutex_lock(st->readers_mu);
+    store_idle_conn_t *ic = st->idle_readers;
+    if (ic) {
+        st->idle_readers = ic->next;
+        st->n_idle_readers--;
+    } else {
+        st->reader_opens++;
+    }
+    apr_thread_mutex_unlock(st->readers_mu);
+    if (ic) {
+        r->c = ic->c;
+        free(ic);
+    } else {
+        apr_status_t rv = store_conn_open(&r->c, st->db_path, 0);
+        if (rv != APR_SUCCESS) return rv;
+        /* Readers never write: all writes go through the single writer. */
+        sqlite3_exec(r->c.db, "PRAGMA query_only = 1", NULL, NULL, NULL);
+    }
     apr_pool_cleanup_register(pool, r, store_reader_cleanup, apr_pool_cleanup_null);
     *r_r = r;
     return APR_SUCCESS;

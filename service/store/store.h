@@ -65,12 +65,17 @@ apr_status_t store_deliver(store_t *st, const store_delivery_t *d, apr_array_hea
 
 /* Counters for benchmarks and the console. */
 typedef struct store_stats_t {
-    apr_uint64_t deliveries; /* committed deliveries */
-    apr_uint64_t commits;    /* committed write transactions (each one WAL fsync) */
+    apr_uint64_t deliveries;   /* committed deliveries */
+    apr_uint64_t commits;      /* committed write transactions (each one WAL fsync) */
+    apr_uint64_t reader_opens; /* read connections opened (not reused) */
+    apr_uint32_t idle_readers; /* read connections kept for reuse now */
 } store_stats_t;
 void store_stats_get(store_t *st, store_stats_t *out);
 
-/* ---- Reading. A reader is a read connection; open one per session/thread. */
+/* ---- Reading. A reader is a read connection; open one per session/thread.
+ * Cheap: connections are reused (the pool's cleanup hands it back). A
+ * reader's pool must be destroyed before the store is closed, or be a
+ * descendant of the store's pool. */
 typedef struct store_reader_t store_reader_t;
 apr_status_t store_reader_open(store_reader_t **r_r, store_t *st, apr_pool_t *pool);
 

@@ -65,6 +65,15 @@ typedef struct store_conn_t {
     sqlite3_stmt *stmt[SQ__COUNT];
 } store_conn_t;
 
+/* Reader connections are kept for reuse: opening one (file, schema, the
+ * statements) costs far more than a POP3 login or an SMTP quota check. */
+#define STORE_IDLE_READERS_MAX 64
+
+typedef struct store_idle_conn_t {
+    struct store_idle_conn_t *next;
+    store_conn_t c;
+} store_idle_conn_t;
+
 struct store_body_t {
     store_t *st;
     apr_pool_t *pool;
@@ -120,6 +129,11 @@ struct store_t {
     int queued; /* requests in head..tail */
     int stopping, closed;
     store_stats_t stats;
+
+    apr_thread_mutex_t *readers_mu;  /* guards idle_readers, n_idle_readers */
+    store_idle_conn_t *idle_readers; /* malloc'ed */
+    int n_idle_readers;
+    apr_uint64_t reader_opens;
 };
 
 struct store_reader_t {

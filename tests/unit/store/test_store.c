@@ -731,6 +731,51 @@ static void assert_usage(store_reader_t *r, const char *user, apr_uint32_t want_
     sqlite3_free((void *)q);
 }
 
+/* Read connections are reused, and a reused one sees what was committed
+ * since it was last used (no snapshot is held across uses). */
+static void test_readers_reused(void **state)
+{
+    (void)state;
+    store_t *st = open_store(0, pool);
+    const char *to[] = {"alice@example.org"};
+    store_body_t *b = make_body(st, "Subject: r\r\n\r\nx\r\n", pool);
+    apr_uint32_t uid;
+    store_stats_t stats;
+    store_folder_info_t info;
+    apr_array_header_t *msgs;
+    assert_int_equal(deliver(st, b, to, 1, NULL, NULL, &uid), APR_SUCCESS);
+    for (int round = 1; round <= 3; round++) {
+        apr_pool_t *p;
+        store_reader_t *r;
+        apr_pool_create(&p, pool);
+        assert_int_equal(store_reader_open(&r, st, p), APR_SUCCESS);
+        assert_int_equal(store_messages_list(r, to[0], NULL, &info, &msgs, p), APR_SUCCESS);
+        assert_int_equal(msgs->nelts, round);
+        apr_size_t len;
+        read_all(r, to[0], NULL, uid, &len, p);
+        apr_pool_destroy(p);
+        assert_int_equal(deliver(st, b, to, 1, NULL, NULL, &uid), APR_SUCCESS);
+    }
+    store_stats_get(st, &stats);
+    assert_int_equal(stats.reader_opens, 1);
+    assert_int_equal(stats.idle_readers, 1);
+    /* Two at once need two connections; both are kept afterwards. */
+    apr_pool_t *p;
+    store_reader_t *r1, *r2;
+    apr_pool_create(&p, pool);
+    assert_int_equal(store_reader_open(&r1, st, p), APR_SUCCESS);
+    assert_int_equal(store_reader_open(&r2, st, p), APR_SUCCESS);
+    assert_int_equal(store_messages_list(r2, to[0], NULL, &info, &msgs, p), APR_SUCCESS);
+    assert_int_equal(msgs->nelts, 4);
+    store_stats_get(st, &stats);
+    assert_int_equal(stats.reader_opens, 2);
+    assert_int_equal(stats.idle_readers, 0);
+    apr_pool_destroy(p);
+    store_stats_get(st, &stats);
+    assert_int_equal(stats.idle_readers, 2);
+    store_close(st);
+}
+
 static void test_usage_totals(void **state)
 {
     (void)state;
@@ -973,6 +1018,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failure_isolated_in_group, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_writer_beside_daemon, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_totals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readers_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_migration, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_durability, setup, teardown),
     };
