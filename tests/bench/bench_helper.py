@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Helpers for tests/bench/smtp.sh (Python standard library only, Linux /proc).
+"""Helpers for tests/bench/smtp.sh and pop3.sh (Python standard library only,
+Linux /proc).
 
   bench_helper.py freeport                 print a free TCP port on 127.0.0.1
   bench_helper.py tree PID                 print PID and all its descendants
@@ -24,8 +25,22 @@
                                            "exit_code wall_s cpu_s" of CMD to OUT
   bench_helper.py strace FILE              "fsync fdatasync other" call counts from
                                            an `strace -c` summary
+  bench_helper.py genmsgs DIR N SIZE       write N distinct messages of exactly SIZE
+                                           bytes (CRLF lines, headers + body, one body
+                                           line starting with "." to exercise dot
+                                           stuffing) as DIR/0000.eml ...; deterministic
+  bench_helper.py maildir PORT USERFMT PASSFMT SRC BASE BOXES N UID GID [crlf]
+                                           fetch every message of mailboxes 0..BOXES-1
+                                           over POP3 from 127.0.0.1:PORT (postroomd), check
+                                           that message i ends with SRC/<i>.eml, and write
+                                           them into BASE/u<box>/Maildir/cur as Dovecot's
+                                           own delivery would (LF line ends,
+                                           ",S=physical,W=virtual" in the name, ":2,"),
+                                           owned by UID:GID; with "crlf": CRLF files, as
+                                           with mail_save_crlf = yes
 """
 import os
+import poplib
 import resource
 import signal
 import socket
@@ -209,6 +224,98 @@ def run_timed(out, timeout, cmd):
         f.write(f"{rc} {wall:.3f} {cpu:.2f}\n")
 
 
+WORDS = ("school teacher student class lesson homework timetable report term "
+         "exam grade parents meeting library science history geography maths "
+         "music sport trip form office staff reminder please thanks week monday "
+         "tuesday wednesday thursday friday notes chapter page room bus lunch").split()
+
+
+def gen_messages(d, n, size):
+    """n distinct messages of exactly size bytes, CRLF line ends, ASCII."""
+    import random
+    os.makedirs(d, exist_ok=True)
+    for i in range(n):
+        rnd = random.Random(1000003 * i + 7)
+        head = (f"From: Bench Sender <sender@example.net>\r\n"
+                f"To: Bench Users <users@example.test>\r\n"
+                f"Subject: POP3 benchmark message {i:04d}\r\n"
+                f"Date: Mon, 3 Nov 2025 {8 + i // 3600 % 10:02d}:{i // 60 % 60:02d}:{i % 60:02d} +0000\r\n"
+                f"Message-ID: <pop3bench.{i:04d}@bench.example.test>\r\n"
+                f"MIME-Version: 1.0\r\n"
+                f"Content-Type: text/plain; charset=us-ascii\r\n"
+                f"Content-Transfer-Encoding: 7bit\r\n"
+                f"\r\n").encode()
+        lines, total, dotted = [], len(head), False
+        while True:
+            words, ln = [], 0
+            while ln < 60:
+                w = rnd.choice(WORDS)
+                words.append(w)
+                ln += len(w) + 1
+            line = " ".join(words)
+            if not dotted and len(lines) == 5:
+                line = "." + line  # sent as ".." on the wire (RFC 5321 4.5.2, RFC 1939 3)
+                dotted = True
+            b = line.encode() + b"\r\n"
+            if total + len(b) + 80 > size:
+                break
+            lines.append(b)
+            total += len(b)
+        pad = size - total - 2  # the last line fills the message to exactly size bytes
+        last = (f"end of message {i:04d} " + "x" * size)[:pad]
+        lines.append(last.encode() + b"\r\n")
+        data = head + b"".join(lines)
+        assert len(data) == size, (i, len(data))
+        with open(os.path.join(d, f"{i:04d}.eml"), "wb") as f:
+            f.write(data)
+
+
+def fetch_mailbox(port, user, password, originals, md, b, t0, keep_crlf):
+    pop = poplib.POP3(LOOPBACK, port, timeout=60)
+    pop.user(user)
+    pop.pass_(password)
+    count, _size = pop.stat()
+    if count != len(originals):
+        sys.exit(f"maildir: {user} has {count} messages, expected {len(originals)}")
+    for i, orig in enumerate(originals):
+        _resp, lines, _octets = pop.retr(i + 1)  # lines: unstuffed, without CRLF
+        crlf = b"\r\n".join(lines) + b"\r\n"
+        prefix = crlf[:len(crlf) - len(orig)]
+        if not crlf.endswith(orig) or (prefix and not prefix.endswith(b"\r\n")):
+            sys.exit(f"maildir: {user}, message {i + 1} is not header lines + {i:04d}.eml")
+        lf = crlf if keep_crlf else crlf.replace(b"\r\n", b"\n")
+        name = f"{t0 + i}.M{i}P{b}.bench,S={len(lf)},W={len(crlf)}:2,"
+        with open(os.path.join(md, "cur", name), "wb") as f:
+            f.write(lf)
+    pop.quit()
+
+
+def fill_maildirs(port, userfmt, passfmt, src, base, boxes, n, uid, gid, keep_crlf=False):
+    """Dovecot's copy of each mailbox is exactly what postroomd serves for it
+    (the generated message plus the Return-Path and Received that postroomd
+    prepended on delivery), so both servers send the same octets. Written as
+    Dovecot's own delivery would (mail_save_crlf = no): LF line ends, the
+    physical and the virtual (CRLF) size in the file name, so LIST needs no
+    file reads; already in cur/ with no flags."""
+    originals = []
+    for i in range(n):
+        with open(os.path.join(src, f"{i:04d}.eml"), "rb") as f:
+            originals.append(f.read())
+    t0 = 1762156800  # 2025-11-03: fixed, so names sort in message order
+    for b in range(boxes):
+        md = os.path.join(base, f"u{b}", "Maildir")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(md, sub), exist_ok=True)
+        try:
+            fetch_mailbox(port, userfmt % b, passfmt % b, originals, md, b, t0, keep_crlf)
+        except (poplib.error_proto, OSError) as e:
+            sys.exit(f"maildir: mailbox {b}: {e}")
+    for dirpath, dirs, files in os.walk(base):
+        os.chown(dirpath, uid, gid)
+        for f in files:
+            os.chown(os.path.join(dirpath, f), uid, gid)
+
+
 def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__)
@@ -241,6 +348,11 @@ def main(argv):
         run_timed(args[0], float(args[1]), args[2:])
     elif cmd == "strace":
         strace_counts(args[0])
+    elif cmd == "genmsgs":
+        gen_messages(args[0], int(args[1]), int(args[2]))
+    elif cmd == "maildir":
+        fill_maildirs(int(args[0]), args[1], args[2], args[3], args[4], int(args[5]), int(args[6]),
+                      int(args[7]), int(args[8]), len(args) > 9 and args[9] == "crlf")
     else:
         sys.exit(__doc__)
 
