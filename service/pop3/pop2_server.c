@@ -121,17 +121,6 @@ static int pop2_parse(pop2_cmd_t *cmd, const char *line, apr_size_t len, apr_poo
 
 /* ---- HELO user password */
 
-/* A client-chosen name fit for one log line: printable ASCII, bounded. */
-static const char *pop2_log_safe(const char *text, apr_pool_t *pool)
-{
-    apr_size_t n = strlen(text);
-    if (n > 100) n = 100;
-    char *out = apr_pstrndup(pool, text, n);
-    for (char *p = out; *p; p++)
-        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e) *p = '?';
-    return n < strlen(text) ? apr_pstrcat(pool, out, "...", NULL) : out;
-}
-
 static void pop2_act_helo(pop2_sess_t *ps, pop2_cmd_t *cmd)
 {
     pr_session_t *s = ps->s;
@@ -146,10 +135,10 @@ static void pop2_act_helo(pop2_sess_t *ps, pop2_cmd_t *cmd)
     }
     const char *login = apr_pstrndup(ps->cmd_pool, rest, (apr_size_t)(sp - rest));
     const char *password = sp + 1;
-    const char *who = pop2_log_safe(login, ps->cmd_pool);
 
     if (pr_penalty_blocked(ps->srv->penalty, s->peer_ip)) {
-        pr_log_info(s->sid, "login refused for %s from %s: too many failures", who, s->peer_ip);
+        pr_log_info(s->sid, "login refused for %.100s from %s: too many failures", login,
+                    s->peer_ip);
         pop2_reply(ps, "- Too many failed logins, try again later");
         ps->quit = 1;
         return;
@@ -157,14 +146,14 @@ static void pop2_act_helo(pop2_sess_t *ps, pop2_cmd_t *cmd)
     const char *user;
     apr_status_t st = dir_authenticate(ps->srv->dir, login, password, &user, ps->cmd_pool);
     if (st == PR_ETEMPFAIL) {
-        pr_log_warn(s->sid, "login temporary failure for %s", who);
+        pr_log_warn(s->sid, "login temporary failure for %.100s", login);
         pop2_reply(ps, "- Temporary authentication failure, try again later");
         ps->quit = 1;
         return;
     }
     if (st != APR_SUCCESS) {
         /* RFC 937: the server closes the connection after a failed HELO. */
-        pr_log_info(s->sid, "login failed for %s from %s", who, s->peer_ip);
+        pr_log_info(s->sid, "login failed for %.100s from %s", login, s->peer_ip);
         apr_interval_time_t delay = pr_penalty_fail(ps->srv->penalty, s->peer_ip);
         if (delay > 0) apr_sleep(delay);
         pop2_reply(ps, "- Invalid login or password");
@@ -208,7 +197,7 @@ static void pop2_act_fold(pop2_sess_t *ps, pop2_cmd_t *cmd)
     }
     ps->inbox = strcasecmp(cmd->argv[0], "INBOX") == 0;
     ps->cur = 1;
-    pr_log_debug(ps->s->sid, "folder %s%s", pop2_log_safe(cmd->argv[0], ps->cmd_pool),
+    pr_log_debug(ps->s->sid, "folder %.100s%s", cmd->argv[0],
                  ps->inbox ? "" : " (not served: empty)");
     pop2_enter_state(ps, P2_MBOX);
     pop2_reply_count(ps);

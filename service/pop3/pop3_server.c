@@ -87,27 +87,6 @@ static apr_size_t pop3_fmt_u64(char *out, apr_uint64_t v)
     return n;
 }
 
-/* Client-supplied text for a log line: printable ASCII only, bounded. */
-static const char *pop3_log_safe(const char *s, apr_size_t len, apr_pool_t *pool)
-{
-    if (len > 64) len = 64;
-    char *out = apr_palloc(pool, len * 4 + 1), *o = out;
-    for (apr_size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x21 && c < 0x7f && c != '\\') {
-            *o++ = (char)c;
-        } else {
-            static const char hex[] = "0123456789abcdef";
-            *o++ = '\\';
-            *o++ = 'x';
-            *o++ = hex[c >> 4];
-            *o++ = hex[c & 15];
-        }
-    }
-    *o = '\0';
-    return out;
-}
-
 static void pop3_enter_state(pop3_sess_t *ps, pop3_state_e st)
 {
     if (ps->state != st)
@@ -146,7 +125,8 @@ static void pop3_login(pop3_sess_t *ps, const char *authz, const char *login, ap
                        const char *password, const char *how)
 {
     pop3_server_t *srv = ps->srv;
-    const char *who = pop3_log_safe(login, login_len, ps->cmd_pool);
+    /* pr_log replaces control characters; the name is also bounded. */
+    int who_len = login_len > 100 ? 100 : (int)login_len;
     const char *user = NULL;
     if (pop3_login_blocked(ps)) return;
     apr_status_t st = dir_authenticate(srv->dir, login, password, &user, ps->cmd_pool);
@@ -156,7 +136,7 @@ static void pop3_login(pop3_sess_t *ps, const char *authz, const char *login, ap
         if (!nz || strcmp(nz, user) != 0) st = PR_EAUTH;
     }
     if (st == PR_ETEMPFAIL) {
-        pr_log_warn(ps->s->sid, "login %s: directory temporarily unavailable", who);
+        pr_log_warn(ps->s->sid, "login %.*s: directory temporarily unavailable", who_len, login);
         pop3_reply(ps, "-ERR [SYS/TEMP] Authentication temporarily unavailable, try again later");
         return;
     }
@@ -164,7 +144,8 @@ static void pop3_login(pop3_sess_t *ps, const char *authz, const char *login, ap
         /* The same answer, equally late, for an unknown user and a wrong
          * password (RFC 2449 8.1.1 [AUTH]). */
         apr_interval_time_t delay = pr_penalty_fail(srv->penalty, ps->s->peer_ip);
-        pr_log_info(ps->s->sid, "login failed (%s): %s from %s", how, who, ps->s->peer_ip);
+        pr_log_info(ps->s->sid, "login failed (%s): %.*s from %s", how, who_len, login,
+                    ps->s->peer_ip);
         ps->errors++;
         if (delay > 0) apr_sleep(delay);
         pop3_reply(ps, "-ERR [AUTH] Invalid login or password");

@@ -289,10 +289,10 @@ static void smtp_auth_check(smtp_sess_t *ss, const char *authz, const char *logi
         pr_log_info(ss->s->sid, "auth ok: %s", user);
         smtp_reply(ss, "235 2.7.0 Authentication successful");
     } else if (st == PR_ETEMPFAIL) {
-        pr_log_warn(ss->s->sid, "auth temporary failure for %s", login);
+        pr_log_warn(ss->s->sid, "auth temporary failure for %.100s", login);
         smtp_reply(ss, "454 4.7.0 Temporary authentication failure");
     } else {
-        pr_log_info(ss->s->sid, "auth failed for %s from %s", login, ss->s->peer_ip);
+        pr_log_info(ss->s->sid, "auth failed for %.100s from %s", login, ss->s->peer_ip);
         apr_sleep(pr_penalty_fail(pen, ss->s->peer_ip));
         smtp_reply(ss, "535 5.7.8 Authentication credentials invalid");
     }
