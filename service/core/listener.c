@@ -70,7 +70,7 @@ struct pr_listener_t {
     pr_session_t *sessions;  /* doubly linked list of live sessions */
     int n_sessions;
     apr_hash_t *per_addr;
-    volatile int stopping;
+    volatile apr_uint32_t stopping; /* set once, by apr_atomic_xchg32 */
     apr_uint32_t sid_base;
     volatile apr_uint32_t sid_counter;
 };
@@ -400,18 +400,15 @@ int pr_session_stopping(const pr_session_t *s)
     return s->owner ? s->owner->stopping : 0;
 }
 
+/* Twice per mail transaction, so without the listener's lock: the exchange
+ * is a full barrier between publishing busy and reading stopping, and
+ * pr_listener_stop does the mirror image (stopping, then each busy), so at
+ * least one side sees the other: either this session learns that the
+ * server is stopping, or the server sees it busy and lets it finish. */
 int pr_session_set_busy(pr_session_t *s, int busy)
 {
-    pr_listener_t *l = s->owner;
-    if (!l) { /* a session driven by a test, without a listener */
-        s->busy = busy;
-        return 0;
-    }
-    apr_thread_mutex_lock(l->mutex);
-    s->busy = busy;
-    int stopping = l->stopping;
-    apr_thread_mutex_unlock(l->mutex);
-    return stopping;
+    apr_atomic_xchg32(&s->busy, busy ? 1 : 0);
+    return s->owner ? (int)apr_atomic_read32(&s->owner->stopping) : 0;
 }
 
 int pr_listener_sessions(pr_listener_t *l)
@@ -426,14 +423,14 @@ int pr_listener_sessions(pr_listener_t *l)
 static void listener_wake(pr_listener_t *l, int all)
 {
     for (pr_session_t *s = l->sessions; s; s = s->next)
-        if (all || !s->busy) pr_conn_shutdown_read(s->conn);
+        if (all || !apr_atomic_read32(&s->busy)) pr_conn_shutdown_read(s->conn);
 }
 
 int pr_listener_stop(pr_listener_t *l, apr_interval_time_t grace)
 {
     apr_status_t rv;
     apr_thread_mutex_lock(l->mutex);
-    l->stopping = 1;
+    apr_atomic_xchg32(&l->stopping, 1);
     apr_thread_mutex_unlock(l->mutex);
     if (l->acceptor) {
         apr_pollset_wakeup(l->pollset);

@@ -22,7 +22,7 @@ typedef struct pr_session_t {
     void *service;          /* the ctx given to pr_listener_add */
     /* Set by the protocol while a transaction is in flight: shutdown lets it
      * finish instead of waking the session. */
-    volatile int busy;
+    volatile apr_uint32_t busy; /* pr_session_set_busy only */
     /* private */
     pr_listener_t *owner;
     struct pr_session_t *next, *prev;   /* the live sessions */
