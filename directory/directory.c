@@ -21,7 +21,7 @@
 #include <string.h>
 
 /* Backends known by name in [directory] backend. */
-static const dir_backend_t *const dir_backends[] = {&dir_local_backend};
+static const dir_backend_t *const dir_backends[] = {&dir_local_backend, &dir_ldap_backend};
 
 #define DIR_AC_MAC_LEN 32 /* HMAC-SHA256 */
 

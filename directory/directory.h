@@ -93,6 +93,7 @@ typedef struct dir_backend_t {
 } dir_backend_t;
 
 extern const dir_backend_t dir_local_backend;
+extern const dir_backend_t dir_ldap_backend;
 
 /* Open the backend named by [directory] backend ("local": data_dir/directory.db).
  * PR_EINVAL for an unknown backend name. */

@@ -10,7 +10,7 @@ JOBS=${JOBS:-2}
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 
 PKGS="build-essential cmake ninja-build pkg-config python3 openssl sqlite3 curl swaks fetchmail
-      libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libcmocka-dev
+      libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libldap-dev libcmocka-dev
       clang libclang-rt-14-dev slapd ldap-utils"
 missing=""
 for p in $PKGS; do

@@ -31,7 +31,7 @@ typedef enum {
     T_HOSTNAME,  /* one domain name */
     T_DOMAINS,   /* list of domain names */
     T_PATH,      /* non-empty string */
-    T_PATH_OPT,  /* string, empty = use the documented fallback */
+    T_PATH_OPT,  /* string (a path or DN), empty = none or the documented fallback */
     T_LOG,       /* stderr | syslog | path */
     T_LOG_LEVEL, /* debug | info | warning | error */
     T_INT,       /* int in [min, max] */
@@ -42,6 +42,12 @@ typedef enum {
     T_ENDPOINTS, /* list of addr:port */
     T_TLS_VERSION,
     T_BACKEND,
+    T_LDAP_URIS,       /* list of ldap[s]://host[:port] */
+    T_LDAP_PRESET,     /* openldap | activedirectory */
+    T_LDAP_FILTER,     /* one parenthesised LDAP filter */
+    T_LDAP_FILTER_OPT, /* same, empty = none */
+    T_LDAP_ATTRS,      /* non-empty list of attribute names or OIDs */
+    T_LOGIN_NAMES,     /* address | address,username */
 } key_type_e;
 
 typedef struct {
@@ -57,8 +63,8 @@ typedef struct {
         sec, name, type, offsetof(pr_config_t, field), min, max                                    \
     }
 
-static const char *const sections[] = {"server", "smtp", "pop3", "pop2", "store", "tls",
-                                       "directory"};
+static const char *const sections[] = {"server", "smtp", "pop3",      "pop2",
+                                       "store",  "tls",  "directory", "ldap"};
 
 static const key_def_t keys[] = {
     K("server", "hostname", T_HOSTNAME, server.hostname, 0, 0),
@@ -99,9 +105,36 @@ static const key_def_t keys[] = {
     K("tls", "min_version", T_TLS_VERSION, tls.min_version, 0, 0),
     K("directory", "backend", T_BACKEND, directory.backend, 0, 0),
     K("directory", "auth_cache_ttl", T_DURATION, directory.auth_cache_ttl, 0, PR_DURATION_MAX),
+    K("ldap", "uri", T_LDAP_URIS, ldap.uri, 0, 0),
+    K("ldap", "starttls", T_BOOL, ldap.starttls, 0, 0),
+    K("ldap", "ca_file", T_PATH_OPT, ldap.ca_file, 0, 0),
+    K("ldap", "bind_dn", T_PATH_OPT, ldap.bind_dn, 0, 0),
+    K("ldap", "bind_password_file", T_PATH_OPT, ldap.bind_password_file, 0, 0),
+    K("ldap", "base", T_PATH_OPT, ldap.base, 0, 0),
+    K("ldap", "preset", T_LDAP_PRESET, ldap.preset, 0, 0),
+    K("ldap", "user_filter", T_LDAP_FILTER, ldap.user_filter, 0, 0),
+    K("ldap", "login_attributes", T_LDAP_ATTRS, ldap.login_attributes, 0, 0),
+    K("ldap", "address_attributes", T_LDAP_ATTRS, ldap.address_attributes, 0, 0),
+    K("ldap", "list_filter", T_LDAP_FILTER, ldap.list_filter, 0, 0),
+    K("ldap", "member_attributes", T_LDAP_ATTRS, ldap.member_attributes, 0, 0),
+    K("ldap", "disabled_filter", T_LDAP_FILTER_OPT, ldap.disabled_filter, 0, 0),
+    K("ldap", "login_names", T_LOGIN_NAMES, ldap.login_usernames, 0, 0),
+    K("ldap", "timeout", T_DURATION, ldap.timeout, APR_USEC_PER_SEC, PR_DURATION_MAX),
+    K("ldap", "cache_ttl", T_DURATION, ldap.cache_ttl, 0, PR_DURATION_MAX),
+    K("ldap", "negative_cache_ttl", T_DURATION, ldap.negative_cache_ttl, 0, PR_DURATION_MAX),
+    K("ldap", "pool_size", T_INT, ldap.pool_size, 1, 64),
+    K("ldap", "admin_bind_dn", T_PATH_OPT, ldap.admin_bind_dn, 0, 0),
+    K("ldap", "admin_bind_password_file", T_PATH_OPT, ldap.admin_bind_password_file, 0, 0),
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static int key_index(const char *section, const char *key)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0) return (int)i;
+    return -1;
+}
 
 /* ---- value parsers ---------------------------------------------------- */
 
@@ -219,6 +252,146 @@ apr_status_t pr_parse_domain(const char **out, const char *text, apr_pool_t *poo
     return APR_SUCCESS;
 }
 
+static char *trim(char *s)
+{
+    char *e;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+        *--e = '\0';
+    return s;
+}
+
+/* Splits a comma-separated value; an empty value is an empty list, an empty
+ * item (",,", trailing ",") a mistake. Returns -1 on an empty item. */
+static int split_list(const char *value, char ***items_r, apr_pool_t *pool)
+{
+    char *copy = apr_pstrdup(pool, value), *p;
+    int n = 1, i = 0;
+    if (*trim(copy) == '\0') {
+        *items_r = NULL;
+        return 0;
+    }
+    for (p = copy; *p; p++)
+        if (*p == ',') n++;
+    *items_r = apr_pcalloc(pool, (size_t)n * sizeof(char *));
+    for (p = copy;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        (*items_r)[i] = trim(p);
+        if (!*(*items_r)[i]) return -1;
+        i++;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return n;
+}
+
+/* "ldap://host[:port]" or "ldaps://..." (RFC 4516 without DN, attributes,
+ * scope, filter or extensions: those come from other keys), an optional
+ * trailing "/". *out gets it with the scheme lower-cased and no "/".
+ * Returns NULL, or why text is refused. */
+static const char *parse_ldap_uri(const char **out, const char *text, apr_pool_t *pool)
+{
+    const char *scheme, *host, *end, *colon = NULL;
+    pr_endpoint_t ep;
+    apr_int64_t port;
+
+    if (strncasecmp(text, "ldap://", 7) == 0)
+        scheme = "ldap";
+    else if (strncasecmp(text, "ldaps://", 8) == 0)
+        scheme = "ldaps";
+    else
+        return "use ldap:// or ldaps://";
+    host = text + strlen(scheme) + 3;
+    end = host + strlen(host);
+    if (end > host && end[-1] == '/') end--;
+    if (host == end) return "no host";
+    for (const char *p = host; p < end; p++)
+        if (*p == '/' || *p == '?' || *p == '#' || *p == '@')
+            return "only ldap[s]://host[:port] may be given";
+    if (*host == '[') {
+        const char *close = memchr(host, ']', (size_t)(end - host));
+        if (!close || (close + 1 < end && close[1] != ':')) return "bad host";
+        if (close + 1 < end) colon = close + 1;
+    } else {
+        for (const char *p = host; p < end; p++)
+            if (*p == ':') colon = p;
+    }
+    if (colon == host) return "no host";
+    if (colon) {
+        const char *pend;
+        if (!parse_digits(colon + 1, 65535, &port, &pend) || pend != end || port < 1)
+            return "port must be 1..65535";
+    }
+    /* The host as a listener would take it: a name, IPv4 or [IPv6]. */
+    if (pr_endpoint_parse(
+            &ep,
+            apr_pstrcat(pool, apr_pstrmemdup(pool, host, (size_t)((colon ? colon : end) - host)),
+                        ":1", NULL),
+            pool) != APR_SUCCESS)
+        return "bad host";
+    *out = apr_pstrcat(pool, scheme, "://", apr_pstrmemdup(pool, host, (size_t)(end - host)), NULL);
+    return NULL;
+}
+
+static int is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* A cheap sanity check of an RFC 4515 filter, not a parser: one
+ * parenthesised filter, balanced, no "()", escapes as \XX. Returns NULL, or
+ * why text is refused. */
+static const char *ldap_filter_problem(const char *text)
+{
+    size_t len = strlen(text);
+    int depth = 0;
+    if (len < 2 || text[0] != '(' || text[len - 1] != ')') return "not in parentheses";
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\\') {
+            if (!is_hex(text[i + 1]) || !is_hex(text[i + 2]))
+                return "bad escape (use \\ and two hex digits, e.g. \\28 for '(')";
+            i += 2;
+        } else if (text[i] == '(') {
+            if (text[i + 1] == ')') return "empty parentheses";
+            depth++;
+        } else if (text[i] == ')') {
+            if (--depth < 0) return "unbalanced parentheses";
+            if (depth == 0 && i + 1 < len)
+                return text[i + 1] == '('
+                           ? "more than one filter (combine them with (&...) or (|...))"
+                           : "unbalanced parentheses";
+        }
+    }
+    return depth == 0 ? NULL : "unbalanced parentheses";
+}
+
+/* RFC 4512 oid: a descr (a letter, then letters, digits, hyphens) or a
+ * numericoid (numbers without leading zeros, dot-separated, two or more).
+ * Options such as AD's "member;range=0-1499" are not attribute names. */
+static int ldap_attr_valid(const char *s)
+{
+    int parts = 0;
+    if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')) {
+        for (s++; *s; s++)
+            if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                  (*s >= '0' && *s <= '9') || *s == '-'))
+                return 0;
+        return 1;
+    }
+    for (;;) {
+        const char *start = s;
+        while (*s >= '0' && *s <= '9')
+            s++;
+        if (s == start || (*start == '0' && s - start > 1)) return 0;
+        parts++;
+        if (!*s) return parts >= 2;
+        if (*s++ != '.') return 0;
+    }
+}
+
 /* ---- defaults ----------------------------------------------------------- */
 
 static const char *machine_hostname(apr_pool_t *pool)
@@ -246,6 +419,44 @@ static void endpoints_one(pr_endpoints_t *eps, const char *host, apr_port_t port
     eps->v = apr_pcalloc(pool, sizeof(*eps->v));
     eps->v[0].host = host;
     eps->v[0].port = port;
+}
+
+/* [ldap] keys whose default depends on preset, in the syntax of the file,
+ * indexed by pr_ldap_preset_e. */
+static const struct {
+    const char *key;
+    const char *value[2];
+} ldap_presets[] = {
+    {"user_filter",
+     {"(objectClass=inetOrgPerson)", "(&(objectCategory=person)(objectClass=user))"}},
+    {"login_attributes", {"uid, mail", "sAMAccountName, userPrincipalName, mail"}},
+    {"address_attributes",
+     {"mail, mailLocalAddress, mailAlternateAddress", "mail, proxyAddresses"}},
+    {"list_filter",
+     {"(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=nisMailAlias))",
+      "(objectClass=group)"}},
+    {"member_attributes", {"member, uniqueMember, rfc822MailMember", "member"}},
+    {"disabled_filter", {"", "(userAccountControl:1.2.840.113556.1.4.803:=2)"}},
+};
+
+/* Sets every preset key that seen (indexed like keys[]; NULL: nothing was
+ * set) does not mark to the value of cfg's preset. */
+static void ldap_preset_fill(pr_config_t *cfg, const int *seen, apr_pool_t *pool)
+{
+    for (size_t i = 0; i < sizeof(ldap_presets) / sizeof(ldap_presets[0]); i++) {
+        int ki = key_index("ldap", ldap_presets[i].key);
+        const char *value = ldap_presets[i].value[cfg->ldap.preset];
+        void *f = (char *)cfg + keys[ki].offset;
+        if (seen && seen[ki]) continue;
+        if (keys[ki].type == T_LDAP_ATTRS) {
+            char **items;
+            pr_strlist_t *l = f;
+            l->n = split_list(value, &items, pool);
+            l->v = (const char **)items;
+        } else {
+            *(const char **)f = value;
+        }
+    }
 }
 
 void pr_config_defaults(pr_config_t *cfg, apr_pool_t *pool)
@@ -289,6 +500,22 @@ void pr_config_defaults(pr_config_t *cfg, apr_pool_t *pool)
 
     cfg->directory.backend = "local";
     cfg->directory.auth_cache_ttl = apr_time_from_sec(10 * 60);
+
+    /* [ldap] uri: empty, required only with backend = ldap. */
+    cfg->ldap.starttls = 1;
+    cfg->ldap.ca_file = "";
+    cfg->ldap.bind_dn = "";
+    cfg->ldap.bind_password_file = "";
+    cfg->ldap.base = "";
+    cfg->ldap.preset = PR_LDAP_OPENLDAP;
+    ldap_preset_fill(cfg, NULL, pool);
+    cfg->ldap.login_usernames = 0;
+    cfg->ldap.timeout = apr_time_from_sec(5);
+    cfg->ldap.cache_ttl = apr_time_from_sec(5 * 60);
+    cfg->ldap.negative_cache_ttl = apr_time_from_sec(60);
+    cfg->ldap.pool_size = 4;
+    cfg->ldap.admin_bind_dn = "";
+    cfg->ldap.admin_bind_password_file = "";
 }
 
 /* ---- parsing state ------------------------------------------------------ */
@@ -351,42 +578,6 @@ static void fail_key(parse_t *ps, int line, const key_def_t *k, const char *fmt,
     fail(ps, line, "[%s] %s: %s", k->section, k->key, reason);
 }
 
-static char *trim(char *s)
-{
-    char *e;
-    while (*s == ' ' || *s == '\t')
-        s++;
-    e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
-        *--e = '\0';
-    return s;
-}
-
-/* Splits a comma-separated value; an empty value is an empty list, an empty
- * item (",,", trailing ",") a mistake. Returns -1 on an empty item. */
-static int split_list(const char *value, char ***items_r, apr_pool_t *pool)
-{
-    char *copy = apr_pstrdup(pool, value), *p;
-    int n = 1, i = 0;
-    if (*trim(copy) == '\0') {
-        *items_r = NULL;
-        return 0;
-    }
-    for (p = copy; *p; p++)
-        if (*p == ',') n++;
-    *items_r = apr_pcalloc(pool, (size_t)n * sizeof(char *));
-    for (p = copy;;) {
-        char *comma = strchr(p, ',');
-        if (comma) *comma = '\0';
-        (*items_r)[i] = trim(p);
-        if (!*(*items_r)[i]) return -1;
-        i++;
-        if (!comma) break;
-        p = comma + 1;
-    }
-    return n;
-}
-
 static void *field(parse_t *ps, const key_def_t *k)
 {
     return (char *)ps->cfg + k->offset;
@@ -394,7 +585,8 @@ static void *field(parse_t *ps, const key_def_t *k)
 
 static int is_list(const key_def_t *k)
 {
-    return k->type == T_DOMAINS || k->type == T_CIDRS || k->type == T_ENDPOINTS;
+    return k->type == T_DOMAINS || k->type == T_CIDRS || k->type == T_ENDPOINTS ||
+           k->type == T_LDAP_URIS || k->type == T_LDAP_ATTRS;
 }
 
 static const char *duration_text(apr_time_t t, apr_pool_t *pool)
@@ -426,7 +618,7 @@ static void apply(parse_t *ps, const key_def_t *k, int line, const char *value)
     char **items;
     int n;
 
-    if (!*value && !is_list(k) && k->type != T_PATH_OPT) {
+    if (!*value && !is_list(k) && k->type != T_PATH_OPT && k->type != T_LDAP_FILTER_OPT) {
         fail_key(ps, line, k, "empty value");
         return;
     }
@@ -542,14 +734,56 @@ static void apply(parse_t *ps, const key_def_t *k, int line, const char *value)
         if (strcasecmp(value, "local") == 0)
             *(const char **)f = "local";
         else if (strcasecmp(value, "ldap") == 0)
-            fail_key(ps, line, k, "backend 'ldap' is not available in this build");
+            *(const char **)f = "ldap"; /* checked with [ldap] once the file is read */
         else
             fail_key(ps, line, k, "unknown backend '%s' (use local)", shown(value, pool));
         return;
 
+    case T_LDAP_PRESET:
+        if (strcasecmp(value, "openldap") == 0)
+            *(pr_ldap_preset_e *)f = PR_LDAP_OPENLDAP;
+        else if (strcasecmp(value, "activedirectory") == 0)
+            *(pr_ldap_preset_e *)f = PR_LDAP_ACTIVEDIRECTORY;
+        else
+            fail_key(ps, line, k, "unknown preset '%s' (use openldap or activedirectory)",
+                     shown(value, pool));
+        return;
+
+    case T_LDAP_FILTER:
+    case T_LDAP_FILTER_OPT: {
+        const char *problem = *value ? ldap_filter_problem(value) : NULL;
+        if (problem)
+            fail_key(ps, line, k, "bad filter '%s': %s", shown(value, pool), problem);
+        else
+            *(const char **)f = apr_pstrdup(pool, value);
+        return;
+    }
+
+    case T_LOGIN_NAMES: {
+        int address = 0, username = 0;
+        n = split_list(value, &items, pool);
+        for (int i = 0; i < n; i++) {
+            if (strcasecmp(items[i], "address") == 0)
+                address = 1;
+            else if (strcasecmp(items[i], "username") == 0)
+                username = 1;
+            else
+                n = -1;
+        }
+        if (n < 0 || !address) {
+            fail_key(ps, line, k, "bad value '%s' (use address or address,username)",
+                     shown(value, pool));
+            return;
+        }
+        *(int *)f = username;
+        return;
+    }
+
     case T_DOMAINS:
     case T_CIDRS:
     case T_ENDPOINTS:
+    case T_LDAP_URIS:
+    case T_LDAP_ATTRS:
         break;
     }
 
@@ -586,6 +820,34 @@ static void apply(parse_t *ps, const key_def_t *k, int line, const char *value)
                 return;
             }
         }
+    } else if (k->type == T_LDAP_URIS) {
+        pr_strlist_t *l = f;
+        l->n = n;
+        l->v = n ? apr_pcalloc(pool, (size_t)n * sizeof(*l->v)) : NULL;
+        for (int i = 0; i < n; i++) {
+            const char *problem = parse_ldap_uri(&l->v[i], items[i], pool);
+            if (problem) {
+                fail_key(ps, line, k, "bad URI '%s': %s", shown(items[i], pool), problem);
+                return;
+            }
+        }
+    } else if (k->type == T_LDAP_ATTRS) {
+        pr_strlist_t *l = f;
+        if (n == 0) {
+            fail_key(ps, line, k, "empty value (at least one attribute is needed)");
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            if (!ldap_attr_valid(items[i])) {
+                fail_key(ps, line, k,
+                         "bad attribute name '%s' (letters, digits and '-', starting with a "
+                         "letter, or a numeric OID)",
+                         shown(items[i], pool));
+                return;
+            }
+        }
+        l->n = n;
+        l->v = (const char **)items;
     } else {
         pr_endpoints_t *l = f;
         l->n = n;
@@ -840,13 +1102,6 @@ static char *read_line(char *str, int num, void *stream)
 
 /* ---- entry points ------------------------------------------------------- */
 
-static int key_index(const char *section, const char *key)
-{
-    for (size_t i = 0; i < NKEYS; i++)
-        if (strcmp(keys[i].section, section) == 0 && strcmp(keys[i].key, key) == 0) return (int)i;
-    return -1;
-}
-
 /* Two listeners on one address:port would fail at bind time, far from the
  * line that caused it; blame the key set last in the file. */
 static void check_listeners(parse_t *ps)
@@ -883,6 +1138,34 @@ static void check_listeners(parse_t *ps)
     }
 }
 
+/* A DN and its password file go together; blame the one that is set. */
+static void check_ldap_pair(parse_t *ps, const char *dn_key, const char *pw_key, const char *why)
+{
+    const int dn = key_index("ldap", dn_key), pw = key_index("ldap", pw_key);
+    const char *dn_value = *(const char **)field(ps, &keys[dn]);
+    const char *pw_value = *(const char **)field(ps, &keys[pw]);
+    if (*dn_value && !*pw_value)
+        fail_key(ps, ps->seen[dn], &keys[dn], "needs %s too (or neither, %s)", pw_key, why);
+    else if (*pw_value && !*dn_value)
+        fail_key(ps, ps->seen[pw], &keys[pw], "needs %s too (or neither, %s)", dn_key, why);
+}
+
+/* With backend = ldap, what [ldap] must hold. A missing key has no line of
+ * its own: blame the backend line, which asked for it (as check_listeners
+ * blames the key that was set). With backend = local an [ldap] section is
+ * only checked key by key. */
+static void check_ldap(parse_t *ps)
+{
+    const pr_config_t *cfg = ps->cfg;
+    const int backend = key_index("directory", "backend");
+    if (strcmp(cfg->directory.backend, "ldap") != 0) return;
+    if (cfg->ldap.uri.n == 0)
+        fail_key(ps, ps->seen[backend], &keys[backend], "ldap needs [ldap] uri");
+    if (!*cfg->ldap.base) fail_key(ps, ps->seen[backend], &keys[backend], "ldap needs [ldap] base");
+    check_ldap_pair(ps, "bind_dn", "bind_password_file", "for an anonymous bind");
+    check_ldap_pair(ps, "admin_bind_dn", "admin_bind_password_file", "for read-only access");
+}
+
 static apr_status_t parse_buffer(pr_config_t **cfg_r, const char *text, apr_size_t len,
                                  const char *name, const char **err_r, apr_pool_t *pool)
 {
@@ -909,7 +1192,10 @@ static apr_status_t parse_buffer(pr_config_t **cfg_r, const char *text, apr_size
         /* After parsing, so the default follows data_dir wherever it is set. */
         if (!ps->seen[key_index("server", "pidfile")])
             ps->cfg->server.pidfile = default_pidfile(ps->cfg->server.data_dir, pool);
+        /* Likewise, so preset may come after the keys it fills. */
+        ldap_preset_fill(ps->cfg, ps->seen, pool);
         check_listeners(ps);
+        check_ldap(ps);
     }
     if (ps->err) {
         if (err_r) *err_r = ps->err;

@@ -25,6 +25,7 @@ typedef struct pr_cidrs_t {
 } pr_cidrs_t;
 
 typedef enum { PR_LOG_DEBUG, PR_LOG_INFO, PR_LOG_WARN, PR_LOG_ERROR } pr_log_level_e;
+typedef enum { PR_LDAP_OPENLDAP = 0, PR_LDAP_ACTIVEDIRECTORY } pr_ldap_preset_e;
 
 typedef struct pr_config_t {
     const char *path; /* the file it was read from */
@@ -82,9 +83,41 @@ typedef struct pr_config_t {
     } tls;
 
     struct {
-        const char *backend;       /* "local" (default) */
+        const char *backend;       /* "local" (default) or "ldap" */
         apr_time_t auth_cache_ttl; /* verified-credential cache; default 10m, 0 = off */
     } directory;
+
+    /* [ldap]: read when [directory] backend = ldap. After loading, every
+     * key left unset holds its preset's value (see pr_config_load).
+     * With backend = ldap, loading also checks that uri and base are set
+     * and that each DN comes with its password file (and vice versa);
+     * with backend = local the section is only checked key by key. */
+    struct {
+        pr_strlist_t uri;               /* ldap:// or ldaps:// URIs, tried in order; required */
+                                        /* each "ldap[s]://host[:port]": scheme lower-cased,
+                                           no trailing '/'; host a name, IPv4 or [IPv6] */
+        int starttls;                   /* default yes (for ldap:// URIs) */
+        const char *ca_file;            /* default empty: the system's CAs */
+        const char *bind_dn;            /* default empty: anonymous service bind */
+        const char *bind_password_file; /* required with bind_dn */
+        const char *base;               /* search base; required */
+        pr_ldap_preset_e preset;        /* default openldap */
+        const char *user_filter;        /* objects that are users */
+        pr_strlist_t login_attributes;  /* attributes a login name is matched against
+                                           (this and the other attribute lists: never empty) */
+        pr_strlist_t address_attributes; /* attributes holding a user's addresses */
+        const char *list_filter;        /* objects that are lists (groups) */
+        pr_strlist_t member_attributes; /* attributes naming a list's members */
+        const char *disabled_filter;    /* users matching it cannot log in nor receive;
+                                           "" = none (the openldap preset's value) */
+        int login_usernames;            /* login_names = address,username: bare names too */
+        apr_time_t timeout;             /* per operation; default 5s */
+        apr_time_t cache_ttl;           /* positive answers; default 5m */
+        apr_time_t negative_cache_ttl;  /* "no such address"; default 1m */
+        int pool_size;                  /* connections; default 4 */
+        const char *admin_bind_dn;      /* default empty: read-only */
+        const char *admin_bind_password_file;
+    } ldap;
 } pr_config_t;
 
 /* A config with every default filled in (data_dir etc. as documented). */

@@ -130,7 +130,7 @@ install_missing() {
   return $rc
 }
 install_missing postfix strace swaks python3 build-essential cmake ninja-build pkg-config \
-  libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libcmocka-dev ||
+  libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libldap-dev libcmocka-dev ||
   die "package installation failed"
 
 T=$(mktemp -d "$BENCH_TMPDIR/postroom-bench.XXXXXX") || die "mktemp failed"

@@ -352,7 +352,8 @@ static void test_unknown_and_structure(void **state)
     assert_error("[smtp]\nlisten = 0.0.0.0:25\nfoo = 1\n", "t.conf:3: unknown key 'foo' in [smtp]");
     /* An unknown section is an error even with no keys in it. */
     assert_error("[server]\n\n[imap4]\n", "t.conf:3: unknown section [imap4]");
-    assert_error("[server]\n[ldap]\nuri = ldap://x\n", "t.conf:2: unknown section [ldap]");
+    assert_error("[server]\n[web]\nlisten = 0.0.0.0:80\n", "t.conf:2: unknown section [web]");
+    assert_error("[ldap]\nfoo = 1\n", "t.conf:2: unknown key 'foo' in [ldap]");
     assert_error("hostname = x\n", "t.conf:1: key 'hostname' outside any section");
     assert_error("[smtp]\nvrfy = no\n\nvrfy = yes\n",
                  "t.conf:4: [smtp] vrfy: duplicate key (first set on line 2)");
@@ -495,10 +496,10 @@ static void test_pop3_store_directory_keys(void **state)
 {
     (void)state;
     pr_config_t *cfg = ok("[pop3]\nlisten = 127.0.0.1:2110\npop3s =\n"
-                                "allow_plaintext_auth = yes\ntimeout = 15m\n"
-                                "[pop2]\nlisten = 127.0.0.1:2109\n"
-                                "[store]\ndefault_quota = 0\n"
-                                "[directory]\nauth_cache_ttl = 0\n");
+                          "allow_plaintext_auth = yes\ntimeout = 15m\n"
+                          "[pop2]\nlisten = 127.0.0.1:2109\n"
+                          "[store]\ndefault_quota = 0\n"
+                          "[directory]\nauth_cache_ttl = 0\n");
     assert_int_equal(cfg->pop3.listen.n, 1);
     assert_int_equal(cfg->pop3.listen.v[0].port, 2110);
     assert_int_equal(cfg->pop3.pop3s.n, 0);
@@ -579,12 +580,419 @@ static void test_enums(void **state)
     assert_string_equal(cfg->server.log, "stderr");
     assert_error("[server]\nlog =\n", "t.conf:2: [server] log: empty value");
 
-    assert_error("[directory]\nbackend = ldap\n",
-                 "t.conf:2: [directory] backend: backend 'ldap' is not available in this build");
+    /* backend = ldap: see test_ldap_backend_checks. */
     assert_error("[directory]\nbackend = nis\n",
                  "t.conf:2: [directory] backend: unknown backend 'nis' (use local)");
     cfg = ok("[tls]\ncertificate =\nkey =\n");
     assert_string_equal(cfg->tls.certificate, "");
+}
+
+/* ---- [ldap] ---------------------------------------------------------------- */
+
+static void assert_strlist(const pr_strlist_t *l, const char *const *want, int n)
+{
+    if (l->n != n) fail_msg("list has %d items, want %d", l->n, n);
+    for (int i = 0; i < n; i++)
+        assert_string_equal(l->v[i], want[i]);
+}
+
+#define ASSERT_STRLIST(l, ...)                                                                     \
+    do {                                                                                           \
+        static const char *const want_[] = {__VA_ARGS__};                                          \
+        assert_strlist((l), want_, (int)(sizeof(want_) / sizeof(want_[0])));                       \
+    } while (0)
+
+static void assert_openldap_preset(const pr_config_t *cfg)
+{
+    assert_int_equal(cfg->ldap.preset, PR_LDAP_OPENLDAP);
+    assert_string_equal(cfg->ldap.user_filter, "(objectClass=inetOrgPerson)");
+    ASSERT_STRLIST(&cfg->ldap.login_attributes, "uid", "mail");
+    ASSERT_STRLIST(&cfg->ldap.address_attributes, "mail", "mailLocalAddress",
+                   "mailAlternateAddress");
+    assert_string_equal(cfg->ldap.list_filter, "(|(objectClass=groupOfNames)"
+                                               "(objectClass=groupOfUniqueNames)"
+                                               "(objectClass=nisMailAlias))");
+    ASSERT_STRLIST(&cfg->ldap.member_attributes, "member", "uniqueMember", "rfc822MailMember");
+    assert_string_equal(cfg->ldap.disabled_filter, "");
+}
+
+static void assert_activedirectory_preset(const pr_config_t *cfg)
+{
+    assert_int_equal(cfg->ldap.preset, PR_LDAP_ACTIVEDIRECTORY);
+    assert_string_equal(cfg->ldap.user_filter, "(&(objectCategory=person)(objectClass=user))");
+    ASSERT_STRLIST(&cfg->ldap.login_attributes, "sAMAccountName", "userPrincipalName", "mail");
+    ASSERT_STRLIST(&cfg->ldap.address_attributes, "mail", "proxyAddresses");
+    assert_string_equal(cfg->ldap.list_filter, "(objectClass=group)");
+    ASSERT_STRLIST(&cfg->ldap.member_attributes, "member");
+    assert_string_equal(cfg->ldap.disabled_filter,
+                        "(userAccountControl:1.2.840.113556.1.4.803:=2)");
+}
+
+/* The keys that do not depend on the preset. */
+static void assert_ldap_common_defaults(const pr_config_t *cfg)
+{
+    assert_int_equal(cfg->ldap.uri.n, 0);
+    assert_int_equal(cfg->ldap.starttls, 1);
+    assert_string_equal(cfg->ldap.ca_file, "");
+    assert_string_equal(cfg->ldap.bind_dn, "");
+    assert_string_equal(cfg->ldap.bind_password_file, "");
+    assert_string_equal(cfg->ldap.base, "");
+    assert_int_equal(cfg->ldap.login_usernames, 0);
+    assert_true(cfg->ldap.timeout == apr_time_from_sec(5));
+    assert_true(cfg->ldap.cache_ttl == apr_time_from_sec(300));
+    assert_true(cfg->ldap.negative_cache_ttl == apr_time_from_sec(60));
+    assert_int_equal(cfg->ldap.pool_size, 4);
+    assert_string_equal(cfg->ldap.admin_bind_dn, "");
+    assert_string_equal(cfg->ldap.admin_bind_password_file, "");
+}
+
+static void test_ldap_defaults(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("");
+    assert_ldap_common_defaults(cfg);
+    assert_openldap_preset(cfg);
+
+    pr_config_t d;
+    pr_config_defaults(&d, pool);
+    assert_ldap_common_defaults(&d);
+    assert_openldap_preset(&d);
+
+    cfg = ok("[ldap]\n");
+    assert_ldap_common_defaults(cfg);
+    assert_openldap_preset(cfg);
+    cfg = ok("[ldap]\npreset = openldap\n");
+    assert_ldap_common_defaults(cfg);
+    assert_openldap_preset(cfg);
+
+    cfg = ok("[ldap]\npreset = ActiveDirectory\n");
+    assert_ldap_common_defaults(cfg);
+    assert_activedirectory_preset(cfg);
+
+    /* The presets' values are valid values of their keys. */
+    cfg = ok("[ldap]\n"
+             "user_filter = (&(objectCategory=person)(objectClass=user))\n"
+             "login_attributes = sAMAccountName, userPrincipalName, mail\n"
+             "address_attributes = mail, proxyAddresses\n"
+             "list_filter = (objectClass=group)\n"
+             "member_attributes = member\n"
+             "disabled_filter = (userAccountControl:1.2.840.113556.1.4.803:=2)\n");
+    cfg->ldap.preset = PR_LDAP_ACTIVEDIRECTORY;
+    assert_activedirectory_preset(cfg);
+    cfg = ok("[ldap]\n"
+             "user_filter = (objectClass=inetOrgPerson)\n"
+             "login_attributes = uid, mail\n"
+             "address_attributes = mail, mailLocalAddress, mailAlternateAddress\n"
+             "list_filter = (|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)"
+             "(objectClass=nisMailAlias))\n"
+             "member_attributes = member, uniqueMember, rfc822MailMember\n"
+             "disabled_filter =\n"
+             "preset = activedirectory\n");
+    cfg->ldap.preset = PR_LDAP_OPENLDAP;
+    assert_openldap_preset(cfg);
+}
+
+static void test_ldap_keys(void **state)
+{
+    (void)state;
+    /* backend = local: the section is read and checked all the same. */
+    pr_config_t *cfg = ok("[ldap]\n"
+                          "uri = LDAPS://dc1.example.org:636/, ldap://192.0.2.10,\n"
+                          "      ldap://[2001:db8::10]:3389, ldaps://dc2\n"
+                          "starttls = no\n"
+                          "ca_file = /etc/postroom/ad-ca.pem\n"
+                          "bind_dn = CN=postroom,OU=Service,DC=example,DC=org\n"
+                          "bind_password_file = /etc/postroom/ldap.secret\n"
+                          "base = DC=example,DC=org\n"
+                          "preset = activedirectory\n"
+                          "user_filter = (&(objectClass=user)(!(cn=guest)))\n"
+                          "login_attributes = sAMAccountName, 0.9.2342.19200300.100.1.1\n"
+                          "address_attributes = mail,proxyAddresses , otherMailbox\n"
+                          "list_filter = (|(objectClass=group)(cn=list\\2a))\n"
+                          "member_attributes = member, x-Member2\n"
+                          "disabled_filter = (accountExpires=1)\n"
+                          "login_names = address, username\n"
+                          "timeout = 1\n"
+                          "cache_ttl = 0\n"
+                          "negative_cache_ttl = 0\n"
+                          "pool_size = 64\n"
+                          "admin_bind_dn = CN=postroom-admin,DC=example,DC=org\n"
+                          "admin_bind_password_file = /etc/postroom/ldap-admin.secret\n");
+    /* Scheme lower-cased, the trailing '/' dropped, the rest as written. */
+    ASSERT_STRLIST(&cfg->ldap.uri, "ldaps://dc1.example.org:636", "ldap://192.0.2.10",
+                   "ldap://[2001:db8::10]:3389", "ldaps://dc2");
+    assert_int_equal(cfg->ldap.starttls, 0);
+    assert_string_equal(cfg->ldap.ca_file, "/etc/postroom/ad-ca.pem");
+    assert_string_equal(cfg->ldap.bind_dn, "CN=postroom,OU=Service,DC=example,DC=org");
+    assert_string_equal(cfg->ldap.bind_password_file, "/etc/postroom/ldap.secret");
+    assert_string_equal(cfg->ldap.base, "DC=example,DC=org");
+    assert_int_equal(cfg->ldap.preset, PR_LDAP_ACTIVEDIRECTORY);
+    assert_string_equal(cfg->ldap.user_filter, "(&(objectClass=user)(!(cn=guest)))");
+    ASSERT_STRLIST(&cfg->ldap.login_attributes, "sAMAccountName", "0.9.2342.19200300.100.1.1");
+    ASSERT_STRLIST(&cfg->ldap.address_attributes, "mail", "proxyAddresses", "otherMailbox");
+    assert_string_equal(cfg->ldap.list_filter, "(|(objectClass=group)(cn=list\\2a))");
+    ASSERT_STRLIST(&cfg->ldap.member_attributes, "member", "x-Member2");
+    assert_string_equal(cfg->ldap.disabled_filter, "(accountExpires=1)");
+    assert_int_equal(cfg->ldap.login_usernames, 1);
+    assert_true(cfg->ldap.timeout == apr_time_from_sec(1));
+    assert_true(cfg->ldap.cache_ttl == 0);
+    assert_true(cfg->ldap.negative_cache_ttl == 0);
+    assert_int_equal(cfg->ldap.pool_size, 64);
+    assert_string_equal(cfg->ldap.admin_bind_dn, "CN=postroom-admin,DC=example,DC=org");
+    assert_string_equal(cfg->ldap.admin_bind_password_file, "/etc/postroom/ldap-admin.secret");
+
+    /* login_names: with or without spaces, any case. */
+    const char *names[] = {"address", "ADDRESS", "address,username", "address , username",
+                           "Username, Address"};
+    int want[] = {0, 0, 1, 1, 1};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        cfg = ok(apr_psprintf(pool, "[ldap]\nlogin_names = %s\n", names[i]));
+        assert_int_equal(cfg->ldap.login_usernames, want[i]);
+    }
+
+    cfg = ok("[ldap]\npool_size = 1\ntimeout = 2m\ncache_ttl = 1h\nnegative_cache_ttl = 30s\n"
+             "starttls = yes\n");
+    assert_int_equal(cfg->ldap.pool_size, 1);
+    assert_true(cfg->ldap.timeout == apr_time_from_sec(120));
+    assert_true(cfg->ldap.cache_ttl == apr_time_from_sec(3600));
+    assert_true(cfg->ldap.negative_cache_ttl == apr_time_from_sec(30));
+    assert_int_equal(cfg->ldap.starttls, 1);
+
+    /* URI forms. */
+    const char *uris[] = {"ldap://localhost",
+                          "ldap://localhost/",
+                          "ldap://127.0.0.1:389",
+                          "ldaps://[::1]",
+                          "ldaps://[::1]:1",
+                          "Ldap://A-B.example.ORG:65535/",
+                          "ldap://[::ffff:192.0.2.1]:389"};
+    for (size_t i = 0; i < sizeof(uris) / sizeof(uris[0]); i++) {
+        cfg = ok(apr_psprintf(pool, "[ldap]\nuri = %s\n", uris[i]));
+        assert_int_equal(cfg->ldap.uri.n, 1);
+    }
+    cfg = ok("[ldap]\nuri = Ldap://A-B.example.ORG:65535/\n");
+    assert_string_equal(cfg->ldap.uri.v[0], "ldap://A-B.example.ORG:65535");
+    /* Explicitly empty: none. */
+    cfg = ok("[ldap]\nuri =\nbind_dn =\nca_file =\n");
+    assert_int_equal(cfg->ldap.uri.n, 0);
+    assert_string_equal(cfg->ldap.bind_dn, "");
+}
+
+static void test_ldap_bad_values(void **state)
+{
+    (void)state;
+    /* uri */
+    assert_error("[ldap]\n\nuri = http://dc.example.org\n",
+                 "t.conf:3: [ldap] uri: bad URI 'http://dc.example.org': use ldap:// or ldaps://");
+    assert_error("[ldap]\nuri = ldap://dc.example.org:0\n",
+                 "t.conf:2: [ldap] uri: bad URI 'ldap://dc.example.org:0': port must be 1..65535");
+    assert_error("[ldap]\nuri = ldap://dc.example.org:70000\n",
+                 "t.conf:2: [ldap] uri: bad URI 'ldap://dc.example.org:70000': port must be "
+                 "1..65535");
+    assert_error("[ldap]\nuri = ldap://\n", "t.conf:2: [ldap] uri: bad URI 'ldap://': no host");
+    assert_error("[ldap]\nuri = ldaps:///\n", "t.conf:2: [ldap] uri: bad URI 'ldaps:///': no host");
+    assert_error("[ldap]\nuri = ldap://:389\n",
+                 "t.conf:2: [ldap] uri: bad URI 'ldap://:389': no host");
+    assert_error("[ldap]\nuri = ldap://a.example.org, ldaps://b.example.org:0\n",
+                 "t.conf:2: [ldap] uri: bad URI 'ldaps://b.example.org:0': port must be 1..65535");
+    assert_error("[ldap]\nuri = ldap://a.example.org,\n  ldapi://%2frun%2fslapd\n",
+                 "t.conf:2: [ldap] uri: bad URI 'ldapi://%2frun%2fslapd': use ldap:// or "
+                 "ldaps://");
+    assert_error("[ldap]\nuri = ldap://dc.example.org/dc=example\n",
+                 "t.conf:2: [ldap] uri: bad URI 'ldap://dc.example.org/dc=example': only "
+                 "ldap[s]://host[:port] may be given");
+    const char *bad_uris[] = {"dc.example.org",
+                              "ldap:dc.example.org",
+                              "ldap:/dc.example.org",
+                              "ldap://dc.example.org:",
+                              "ldap://dc.example.org:389:389",
+                              "ldap://dc.example.org:-1",
+                              "ldap://dc.example.org: 389",
+                              "ldap://dc.example.org//",
+                              "ldap://dc.example.org?uid",
+                              "ldap://user@dc.example.org",
+                              "ldap://dc_1.example.org",
+                              "ldap://300.1.1.1",
+                              "ldap://::1",
+                              "ldap://[::1",
+                              "ldap://[::1]389",
+                              "ldap://[dc.example.org]",
+                              "ldap://[]:389",
+                              "ldaps://-dc.example.org"};
+    for (size_t i = 0; i < sizeof(bad_uris) / sizeof(bad_uris[0]); i++)
+        assert_error_prefix(
+            apr_psprintf(pool, "[ldap]\nuri = %s\n", bad_uris[i]),
+            apr_psprintf(pool, "t.conf:2: [ldap] uri: bad URI '%s': ", bad_uris[i]));
+
+    /* filters */
+    assert_error("[ldap]\nuser_filter = (&(objectClass=user)\n",
+                 "t.conf:2: [ldap] user_filter: bad filter '(&(objectClass=user)': unbalanced "
+                 "parentheses");
+    assert_error("[ldap]\nlist_filter = objectClass=group\n",
+                 "t.conf:2: [ldap] list_filter: bad filter 'objectClass=group': not in "
+                 "parentheses");
+    assert_error("[ldap]\ndisabled_filter = (a=1)(b=2)\n",
+                 "t.conf:2: [ldap] disabled_filter: bad filter '(a=1)(b=2)': more than one filter "
+                 "(combine them with (&...) or (|...))");
+    const char *bad_filters[] = {"(",  "()",       "(a=1))",   "((a=1)",    "(a=1))(",
+                                 ")(", "(cn=a\\(", "(cn=\\2)", "(cn=\\zz)", "x(a=1)"};
+    for (size_t i = 0; i < sizeof(bad_filters) / sizeof(bad_filters[0]); i++)
+        assert_error_prefix(apr_psprintf(pool, "[ldap]\nuser_filter = %s\n", bad_filters[i]),
+                            "t.conf:2: [ldap] user_filter: bad filter '");
+    /* Only disabled_filter may be empty (no user is disabled). */
+    assert_error("[ldap]\nuser_filter =\n", "t.conf:2: [ldap] user_filter: empty value");
+    assert_error("[ldap]\nlist_filter =\n", "t.conf:2: [ldap] list_filter: empty value");
+
+    /* attribute names */
+    assert_error("[ldap]\nlogin_attributes = uid, 1mail\n",
+                 "t.conf:2: [ldap] login_attributes: bad attribute name '1mail' (letters, digits "
+                 "and '-', starting with a letter, or a numeric OID)");
+    assert_error_prefix("[ldap]\nmember_attributes = member;range=0-1499\n",
+                        "t.conf:2: [ldap] member_attributes: bad attribute name "
+                        "'member;range=0-1499'");
+    const char *bad_attrs[] = {"mail_alt", "-mail", "ma il", "1",    "1.",     ".1",
+                               "1..2",     "01.2",  "1.02",  "1.2a", "mail=x", "\xc3\xa9mail"};
+    for (size_t i = 0; i < sizeof(bad_attrs) / sizeof(bad_attrs[0]); i++)
+        assert_error_prefix(apr_psprintf(pool, "[ldap]\naddress_attributes = %s\n", bad_attrs[i]),
+                            "t.conf:2: [ldap] address_attributes: bad attribute name '");
+    assert_error("[ldap]\naddress_attributes =\n",
+                 "t.conf:2: [ldap] address_attributes: empty value (at least one attribute is "
+                 "needed)");
+    assert_error_prefix("[ldap]\nlogin_attributes = uid,,mail\n",
+                        "t.conf:2: [ldap] login_attributes: empty item in list");
+    pr_config_t *cfg = ok("[ldap]\nmember_attributes = 2.5.4.31, 0.1, A\n");
+    assert_int_equal(cfg->ldap.member_attributes.n, 3);
+
+    /* numbers, durations, enums */
+    assert_error("[ldap]\npool_size = 0\n",
+                 "t.conf:2: [ldap] pool_size: 0 is out of range (1..64)");
+    assert_error("[ldap]\npool_size = 65\n",
+                 "t.conf:2: [ldap] pool_size: 65 is out of range (1..64)");
+    assert_error("[ldap]\ntimeout = 0\n", "t.conf:2: [ldap] timeout: 0 is out of range (1s..365d)");
+    assert_error("[ldap]\ncache_ttl = 5 minutes\n",
+                 "t.conf:2: [ldap] cache_ttl: bad duration '5 minutes'");
+    assert_error("[ldap]\nnegative_cache_ttl = -1\n",
+                 "t.conf:2: [ldap] negative_cache_ttl: bad duration '-1'");
+    assert_error("[ldap]\npreset = samba\n",
+                 "t.conf:2: [ldap] preset: unknown preset 'samba' (use openldap or "
+                 "activedirectory)");
+    assert_error("[ldap]\npreset =\n", "t.conf:2: [ldap] preset: empty value");
+    assert_error("[ldap]\nlogin_names = username\n",
+                 "t.conf:2: [ldap] login_names: bad value 'username' (use address or "
+                 "address,username)");
+    const char *bad_names[] = {"email", "address,email", "address,,username", "address username",
+                               "address,"};
+    for (size_t i = 0; i < sizeof(bad_names) / sizeof(bad_names[0]); i++)
+        assert_error_prefix(apr_psprintf(pool, "[ldap]\nlogin_names = %s\n", bad_names[i]),
+                            "t.conf:2: [ldap] login_names: bad value '");
+    assert_error("[ldap]\nlogin_names =\n", "t.conf:2: [ldap] login_names: empty value");
+    assert_error("[ldap]\nstarttls = maybe\n",
+                 "t.conf:2: [ldap] starttls: bad boolean 'maybe' (use yes or no)");
+    assert_error("[ldap]\nbase = dc=example\nBase = dc=other\n",
+                 "t.conf:3: [ldap] base: duplicate key (first set on line 2)");
+    /* A DN does not continue: "  dc=b" would read as a key. */
+    assert_error("[ldap]\nbase = dc=a,\n  dc=b\n", "t.conf:3: unknown key 'dc' in [ldap]");
+    assert_error("[ldap]\nca_file = /a\n  /b\n",
+                 "t.conf:3: [ldap] ca_file: only lists may continue on an indented line (got "
+                 "'/b')");
+}
+
+static void test_ldap_preset_order(void **state)
+{
+    (void)state;
+    /* preset after the keys: it fills only those the file did not set. */
+    pr_config_t *cfg = ok("[ldap]\n"
+                          "user_filter = (objectClass=person)\n"
+                          "member_attributes = uniqueMember\n"
+                          "disabled_filter =\n"
+                          "preset = activedirectory\n");
+    assert_int_equal(cfg->ldap.preset, PR_LDAP_ACTIVEDIRECTORY);
+    assert_string_equal(cfg->ldap.user_filter, "(objectClass=person)");
+    ASSERT_STRLIST(&cfg->ldap.member_attributes, "uniqueMember");
+    assert_string_equal(cfg->ldap.disabled_filter, ""); /* set empty: no user is disabled */
+    ASSERT_STRLIST(&cfg->ldap.login_attributes, "sAMAccountName", "userPrincipalName", "mail");
+    ASSERT_STRLIST(&cfg->ldap.address_attributes, "mail", "proxyAddresses");
+    assert_string_equal(cfg->ldap.list_filter, "(objectClass=group)");
+
+    /* preset first, in another block of the section: the same. */
+    cfg = ok("[ldap]\npreset = activedirectory\n[server]\n[ldap]\n"
+             "login_attributes = sAMAccountName\n");
+    ASSERT_STRLIST(&cfg->ldap.login_attributes, "sAMAccountName");
+    assert_string_equal(cfg->ldap.user_filter, "(&(objectCategory=person)(objectClass=user))");
+    assert_string_equal(cfg->ldap.disabled_filter,
+                        "(userAccountControl:1.2.840.113556.1.4.803:=2)");
+
+    /* openldap with overrides. */
+    cfg = ok("[ldap]\naddress_attributes = mail\ndisabled_filter = (pwdAccountLockedTime=*)\n"
+             "preset = openldap\n");
+    ASSERT_STRLIST(&cfg->ldap.address_attributes, "mail");
+    assert_string_equal(cfg->ldap.disabled_filter, "(pwdAccountLockedTime=*)");
+    ASSERT_STRLIST(&cfg->ldap.login_attributes, "uid", "mail");
+    ASSERT_STRLIST(&cfg->ldap.member_attributes, "member", "uniqueMember", "rfc822MailMember");
+}
+
+static void test_ldap_backend_checks(void **state)
+{
+    (void)state;
+    const char *valid = "[ldap]\n"
+                        "uri = ldaps://dc1.example.org\n"
+                        "base = dc=example,dc=org\n";
+
+    /* Missing keys: blamed on the backend line, wherever it is. */
+    assert_error("[directory]\nbackend = ldap\n",
+                 "t.conf:2: [directory] backend: ldap needs [ldap] uri");
+    assert_error("[directory]\nbackend = LDAP\n",
+                 "t.conf:2: [directory] backend: ldap needs [ldap] uri");
+    assert_error("[ldap]\nbase = dc=example,dc=org\nuri =\n[directory]\nbackend = ldap\n",
+                 "t.conf:5: [directory] backend: ldap needs [ldap] uri");
+    assert_error("[directory]\nbackend = ldap\n[ldap]\nuri = ldap://localhost\n",
+                 "t.conf:2: [directory] backend: ldap needs [ldap] base");
+    assert_error("[directory]\nbackend = ldap\n[ldap]\nuri = ldap://localhost\nbase =\n",
+                 "t.conf:2: [directory] backend: ldap needs [ldap] base");
+
+    /* A DN and its password file go together; the one set is blamed. */
+    assert_error(apr_pstrcat(pool, valid, "bind_dn = cn=postroom,dc=example,dc=org\n",
+                             "[directory]\nbackend = ldap\n", NULL),
+                 "t.conf:4: [ldap] bind_dn: needs bind_password_file too (or neither, for an "
+                 "anonymous bind)");
+    assert_error(apr_pstrcat(pool, valid, "bind_password_file = /etc/postroom/ldap.secret\n",
+                             "bind_dn =\n[directory]\nbackend = ldap\n", NULL),
+                 "t.conf:4: [ldap] bind_password_file: needs bind_dn too (or neither, for an "
+                 "anonymous bind)");
+    assert_error(apr_pstrcat(pool, valid, "admin_bind_dn = cn=admin,dc=example,dc=org\n",
+                             "[directory]\nbackend = ldap\n", NULL),
+                 "t.conf:4: [ldap] admin_bind_dn: needs admin_bind_password_file too (or "
+                 "neither, for read-only access)");
+    assert_error(apr_pstrcat(pool, valid, "admin_bind_password_file = /etc/postroom/a.secret\n",
+                             "[directory]\nbackend = ldap\n", NULL),
+                 "t.conf:4: [ldap] admin_bind_password_file: needs admin_bind_dn too (or "
+                 "neither, for read-only access)");
+
+    /* A bad value is reported at its line before any whole-file check. */
+    assert_error("[directory]\nbackend = ldap\n[ldap]\npool_size = 0\n",
+                 "t.conf:4: [ldap] pool_size: 0 is out of range (1..64)");
+
+    /* With backend = local the same section is only checked key by key. */
+    pr_config_t *cfg = ok("[ldap]\nbind_dn = cn=x\nadmin_bind_password_file = /x\n"
+                          "[directory]\nbackend = local\n");
+    assert_string_equal(cfg->directory.backend, "local");
+    assert_string_equal(cfg->ldap.bind_dn, "cn=x");
+    assert_error("[ldap]\npool_size = 0\n[directory]\nbackend = local\n",
+                 "t.conf:2: [ldap] pool_size: 0 is out of range (1..64)");
+
+    /* A complete section, anonymous or with both pairs. */
+    const char *complete[] = {
+        valid,
+        apr_pstrcat(pool, valid, "bind_dn = cn=postroom,dc=example,dc=org\n",
+                    "bind_password_file = /etc/postroom/ldap.secret\n",
+                    "admin_bind_dn = cn=admin,dc=example,dc=org\n",
+                    "admin_bind_password_file = /etc/postroom/ldap-admin.secret\n", NULL),
+    };
+    for (size_t i = 0; i < sizeof(complete) / sizeof(complete[0]); i++) {
+        const char *text = apr_pstrcat(pool, "[directory]\nbackend = ldap\n", complete[i], NULL);
+        pr_config_t *cfg = ok(text);
+        assert_string_equal(cfg->directory.backend, "ldap");
+    }
 }
 
 static void test_min_free_space(void **state)
@@ -687,6 +1095,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_listeners, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pop3_store_directory_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enums, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ldap_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ldap_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ldap_bad_values, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ldap_preset_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ldap_backend_checks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_min_free_space, setup, teardown),
         cmocka_unit_test_setup_teardown(test_messages_are_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_file, setup, teardown),
