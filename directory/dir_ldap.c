@@ -12,6 +12,12 @@
  * (rfc822MailMember). Expansion across addresses (loops, depth,
  * duplicates) is directory.c's, as for every backend.
  *
+ * Answers are cached (lookups and login tags for cache_ttl, "no such
+ * address" for negative_cache_ttl), so known users keep receiving and
+ * logging in through a short outage, and Outlook's polling costs no LDAP
+ * traffic: a cached login still checks the password, against a keyed hash
+ * in directory.c's verified-credential cache (auth_tag below).
+ *
  * Connections come from a pool of pool_size handles; each operation has
  * [ldap] timeout, so a directory that accepts connections but never answers
  * gives PR_ETEMPFAIL in time and stalls nobody else; after a failure to
@@ -38,6 +44,7 @@
 #define LDAPB_SIZELIMIT 2   /* a login or an address must name one entry */
 #define LDAPB_GROUP_DEPTH 8 /* nested groups without an address of their own */
 #define LDAPB_MEMBERS_MAX 5000
+#define LDAPB_CACHE_MAX 20000 /* entries; when full, the cache starts over */
 
 typedef struct ldapb_slot_t {
     LDAP *ld;    /* NULL: not connected */
@@ -45,8 +52,19 @@ typedef struct ldapb_slot_t {
     int busy;
 } ldapb_slot_t;
 
+/* A cached answer: for a lookup, kind and the address and targets joined
+ * by '\n' (addresses never hold one); for a login tag, user '\n' tag. */
+typedef struct ldapb_cached_t {
+    apr_time_t expires;
+    int found;
+    dir_kind_e kind;
+    char *text; /* malloc'ed */
+} ldapb_cached_t;
+
 typedef struct ldapb_t {
     const pr_config_t *cfg;
+    apr_thread_mutex_t *cache_mu;
+    apr_hash_t *cache;         /* "L:address" / "T:login" -> ldapb_cached_t*; keys malloc'ed */
     const char *bind_password; /* from bind_password_file; NULL: anonymous */
     apr_thread_mutex_t *mu;
     apr_thread_cond_t *freed;
@@ -407,12 +425,117 @@ static void ldapb_members_of(ldapb_members_t *m, const ldapb_entry_t *g, int dep
     }
 }
 
+/* ---- the answer cache */
+
+static void ldapb_cache_clear(ldapb_t *b)
+{
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, b->cache); hi;) {
+        void *key = (void *)apr_hash_this_key(hi);
+        ldapb_cached_t *c = apr_hash_this_val(hi);
+        hi = apr_hash_next(hi);
+        apr_hash_set(b->cache, key, APR_HASH_KEY_STRING, NULL);
+        free(key);
+        free(c->text);
+        free(c);
+    }
+}
+
+/* A fresh answer for key: *c_r gets a copy in pool. 0 if none. */
+static int ldapb_cache_get(ldapb_t *b, const char *key, ldapb_cached_t *c_r, apr_pool_t *pool)
+{
+    int hit = 0;
+    apr_thread_mutex_lock(b->cache_mu);
+    ldapb_cached_t *c = apr_hash_get(b->cache, key, APR_HASH_KEY_STRING);
+    if (c && c->expires > apr_time_now()) {
+        *c_r = *c;
+        c_r->text = apr_pstrdup(pool, c->text);
+        hit = 1;
+    }
+    apr_thread_mutex_unlock(b->cache_mu);
+    return hit;
+}
+
+static void ldapb_cache_put(ldapb_t *b, const char *key, int found, dir_kind_e kind,
+                            const char *text, apr_interval_time_t ttl)
+{
+    if (ttl <= 0) return;
+    char *t = strdup(text ? text : "");
+    ldapb_cached_t *nc = malloc(sizeof(*nc));
+    if (!t || !nc) {
+        free(t);
+        free(nc);
+        return;
+    }
+    nc->expires = apr_time_now() + ttl;
+    nc->found = found;
+    nc->kind = kind;
+    nc->text = t;
+    apr_thread_mutex_lock(b->cache_mu);
+    ldapb_cached_t *old = apr_hash_get(b->cache, key, APR_HASH_KEY_STRING);
+    if (old) {
+        free(old->text);
+        *old = *nc;
+        free(nc);
+    } else {
+        if (apr_hash_count(b->cache) >= LDAPB_CACHE_MAX) ldapb_cache_clear(b);
+        char *k = strdup(key);
+        if (k)
+            apr_hash_set(b->cache, k, APR_HASH_KEY_STRING, nc);
+        else {
+            free(nc->text);
+            free(nc);
+        }
+    }
+    apr_thread_mutex_unlock(b->cache_mu);
+}
+
+static const char *ldapb_join(const apr_array_header_t *a, apr_pool_t *pool)
+{
+    return a->nelts ? apr_array_pstrcat(pool, a, '\n') : "";
+}
+
+static apr_array_header_t *ldapb_split(char *text, apr_pool_t *pool)
+{
+    apr_array_header_t *a = apr_array_make(pool, 4, sizeof(const char *));
+    char *last;
+    for (char *t = apr_strtok(text, "\n", &last); t; t = apr_strtok(NULL, "\n", &last))
+        APR_ARRAY_PUSH(a, const char *) = t;
+    return a;
+}
+
 /* ---- the backend */
+
+static apr_status_t ldapb_lookup_ldap(ldapb_t *b, const char *address, dir_entry_t **e_r,
+                                      apr_pool_t *pool);
 
 static apr_status_t ldapb_lookup(void *ctx, const char *address, dir_entry_t **e_r,
                                  apr_pool_t *pool)
 {
     ldapb_t *b = ctx;
+    const char *key = apr_pstrcat(pool, "L:", address, NULL);
+    ldapb_cached_t c;
+    if (ldapb_cache_get(b, key, &c, pool)) {
+        if (!c.found) return PR_ENOTFOUND;
+        dir_entry_t *e = apr_pcalloc(pool, sizeof(*e));
+        e->kind = c.kind;
+        e->address = address;
+        e->targets = ldapb_split(c.text, pool);
+        *e_r = e;
+        return APR_SUCCESS;
+    }
+    apr_status_t st = ldapb_lookup_ldap(b, address, e_r, pool);
+    if (st == APR_SUCCESS)
+        ldapb_cache_put(b, key, 1, (*e_r)->kind, ldapb_join((*e_r)->targets, pool),
+                        b->cfg->ldap.cache_ttl);
+    else if (st == PR_ENOTFOUND)
+        ldapb_cache_put(b, key, 0, 0, NULL, b->cfg->ldap.negative_cache_ttl);
+    return st;
+}
+
+/* What an address is, asked of the server. */
+static apr_status_t ldapb_lookup_ldap(ldapb_t *b, const char *address, dir_entry_t **e_r,
+                                      apr_pool_t *pool)
+{
     const pr_config_t *cfg = b->cfg;
     ldapb_slot_t *sl;
     apr_status_t st = ldapb_acquire(b, &sl);
@@ -481,8 +604,8 @@ static apr_status_t ldapb_lookup(void *ctx, const char *address, dir_entry_t **e
 /* Find the one enabled user a login names: by address, and by the login
  * attributes (uid, sAMAccountName, ...) when login_names allows bare names. */
 static apr_status_t ldapb_find_login(ldapb_t *b, ldapb_slot_t *sl, const char *login,
-                                     const char **dn_r, const char **user_r, int *rc_r,
-                                     apr_pool_t *pool)
+                                     const char **dn_r, const char **user_r, const char **tag_r,
+                                     int *rc_r, apr_pool_t *pool)
 {
     const pr_config_t *cfg = b->cfg;
     const char *norm = strchr(login, '@') ? dir_address_normalize(login, pool) : NULL;
@@ -506,9 +629,20 @@ static apr_status_t ldapb_find_login(ldapb_t *b, ldapb_slot_t *sl, const char *l
     }
     *rc_r = LDAP_SUCCESS;
     if (!f) return PR_EAUTH;
+    /* The attributes that change with the password: OpenLDAP's
+     * modifyTimestamp (and pwdChangedTime with ppolicy), AD's pwdLastSet. */
+    static const char *const tag_attrs[] = {"pwdLastSet", "pwdChangedTime", "modifyTimestamp"};
+    const char **attrs = ldapb_attr_list(b, pool);
+    int n_attrs = 0;
+    while (attrs[n_attrs])
+        n_attrs++;
+    const char **all = apr_pcalloc(pool, sizeof(*all) * (apr_size_t)(n_attrs + 4));
+    memcpy(all, attrs, sizeof(*all) * (apr_size_t)n_attrs);
+    for (int i = 0; i < 3; i++)
+        all[n_attrs + i] = tag_attrs[i];
     apr_array_header_t *es;
-    *rc_r = ldapb_search(b, sl, cfg->ldap.base, LDAP_SCOPE_SUBTREE, f, ldapb_attr_list(b, pool),
-                         LDAPB_SIZELIMIT, &es, pool);
+    *rc_r =
+        ldapb_search(b, sl, cfg->ldap.base, LDAP_SCOPE_SUBTREE, f, all, LDAPB_SIZELIMIT, &es, pool);
     apr_status_t st = ldapb_status(*rc_r, "login search", f);
     if (st != APR_SUCCESS) return st;
     if (es->nelts != 1) return PR_EAUTH;
@@ -517,6 +651,13 @@ static apr_status_t ldapb_find_login(ldapb_t *b, ldapb_slot_t *sl, const char *l
     if (addrs->nelts == 0) return PR_EAUTH; /* no mailbox */
     *dn_r = e->dn;
     *user_r = APR_ARRAY_IDX(addrs, 0, const char *);
+    const char *tag = e->dn;
+    for (int i = 0; i < 3; i++) {
+        const apr_array_header_t *v = ldapb_values(e, tag_attrs[i], pool);
+        tag = apr_pstrcat(pool, tag, "\n", v && v->nelts ? APR_ARRAY_IDX(v, 0, const char *) : "",
+                          NULL);
+    }
+    *tag_r = tag;
     return APR_SUCCESS;
 }
 
@@ -530,9 +671,9 @@ static apr_status_t ldapb_authenticate(void *ctx, const char *login, const char 
     ldapb_slot_t *sl;
     apr_status_t st = ldapb_acquire(b, &sl);
     if (st != APR_SUCCESS) return st;
-    const char *dn = NULL, *user = NULL;
+    const char *dn = NULL, *user = NULL, *tag;
     int rc = LDAP_SUCCESS;
-    st = ldapb_find_login(b, sl, login, &dn, &user, &rc, pool);
+    st = ldapb_find_login(b, sl, login, &dn, &user, &tag, &rc, pool);
     if (st == APR_SUCCESS) {
         sl->as_user = 1;
         rc = ldapb_simple_bind(sl->ld, dn, password);
@@ -547,6 +688,40 @@ static apr_status_t ldapb_authenticate(void *ctx, const char *login, const char 
     ldapb_release(b, sl, rc);
     if (st == APR_SUCCESS) *user_r = user;
     return st;
+}
+
+/* For the verified-credential cache: the user a login names and a tag that
+ * changes with the password (DN and password/modify times), from the
+ * answer cache while it is fresh. So a cached login costs no LDAP traffic;
+ * a password changed in the directory takes effect at the latest after
+ * cache_ttl (at once with cache_ttl = 0), as with Dovecot's auth cache. */
+static apr_status_t ldapb_auth_tag(void *ctx, const char *login, const char **user_r,
+                                   const char **tag_r, apr_pool_t *pool)
+{
+    ldapb_t *b = ctx;
+    const char *key = apr_pstrcat(pool, "T:", login, NULL);
+    ldapb_cached_t c;
+    if (ldapb_cache_get(b, key, &c, pool)) {
+        char *nl = strchr(c.text, '\n');
+        if (!c.found || !nl) return PR_ENOTFOUND;
+        *nl = '\0';
+        *user_r = c.text;
+        *tag_r = nl + 1;
+        return APR_SUCCESS;
+    }
+    ldapb_slot_t *sl;
+    apr_status_t st = ldapb_acquire(b, &sl);
+    if (st != APR_SUCCESS) return st;
+    const char *dn, *user = NULL, *tag = NULL;
+    int rc = LDAP_SUCCESS;
+    st = ldapb_find_login(b, sl, login, &dn, &user, &tag, &rc, pool);
+    ldapb_release(b, sl, rc);
+    if (st == PR_EAUTH) st = PR_ENOTFOUND;
+    if (st != APR_SUCCESS) return st;
+    ldapb_cache_put(b, key, 1, 0, apr_pstrcat(pool, user, "\n", tag, NULL), b->cfg->ldap.cache_ttl);
+    *user_r = user;
+    *tag_r = tag;
+    return APR_SUCCESS;
 }
 
 /* Local domains are [server] domains only: LDAP holds no domain list. */
@@ -596,8 +771,11 @@ static apr_status_t ldapb_open(void **ctx_r, const pr_config_t *cfg, apr_pool_t 
         }
     }
     if ((st = apr_thread_mutex_create(&b->mu, APR_THREAD_MUTEX_DEFAULT, pool)) != APR_SUCCESS ||
+        (st = apr_thread_mutex_create(&b->cache_mu, APR_THREAD_MUTEX_DEFAULT, pool)) !=
+            APR_SUCCESS ||
         (st = apr_thread_cond_create(&b->freed, pool)) != APR_SUCCESS)
         return st;
+    b->cache = apr_hash_make(pool);
     *ctx_r = b;
     return APR_SUCCESS;
 }
@@ -607,6 +785,7 @@ static void ldapb_close(void *ctx)
     ldapb_t *b = ctx;
     for (int i = 0; i < b->n_slots; i++)
         ldapb_drop(&b->slots[i]);
+    ldapb_cache_clear(b);
 }
 
 const dir_backend_t dir_ldap_backend = {
@@ -617,4 +796,5 @@ const dir_backend_t dir_ldap_backend = {
     .domain_is_local = ldapb_domain_is_local,
     .lookup = ldapb_lookup,
     .authenticate = ldapb_authenticate,
+    .auth_tag = ldapb_auth_tag,
 };

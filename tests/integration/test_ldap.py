@@ -198,6 +198,43 @@ class ActiveDirectoryTest(LdapCase):
         self.assertTrue(reply.startswith("-ERR [AUTH]"), reply)
 
 
+class PasswordChangeTest(LdapCase):
+    """Logins are cached (a keyed hash of the password, per login) for as
+    long as the directory's answer is: with cache_ttl = 0 a password changed
+    in LDAP takes effect at once; with the cache, repeated logins cost no
+    bind."""
+    PRESET = "openldap"
+    LDAP = {"cache_ttl": "0"}
+
+    def test_changed_password_takes_effect(self):
+        dn = OPENLDAP["carol"]["dn"]
+        old = OPENLDAP["carol"]["password"]
+        self.assertTrue(self.pop_login("carol@example.test", old).startswith("+OK"))
+        self.slapd.modify_ldif("dn: %s\nchangetype: modify\nreplace: userPassword\n"
+                               "userPassword: %s\n" % (dn, ldaptest.ssha("carol-new-4")))
+        reply = self.pop_login("carol@example.test", old)
+        self.assertTrue(reply.startswith("-ERR [AUTH]"), reply)
+        self.assertTrue(self.pop_login("carol@example.test", "carol-new-4").startswith("+OK"))
+
+
+class CachedLoginTest(LdapCase):
+    PRESET = "openldap"
+
+    def test_repeated_logins_bind_once(self):
+        dn = OPENLDAP["bob"]["dn"]
+        pw = OPENLDAP["bob"]["password"]
+        binds = lambda: self.slapd.log_text().count('BIND dn="%s"' % dn)  # noqa: E731
+        self.assertTrue(self.pop_login("bob@example.test", pw).startswith("+OK"))
+        first = binds()
+        self.assertGreaterEqual(first, 1)
+        for _ in range(5):
+            self.assertTrue(self.pop_login("bob@example.test", pw).startswith("+OK"))
+        self.assertEqual(binds(), first)
+        # a wrong password is never accepted from the cache
+        reply = self.pop_login("bob@example.test", pw + "x")
+        self.assertTrue(reply.startswith("-ERR [AUTH]"), reply)
+
+
 class OutageTest(LdapCase):
     """slapd stops answering (SIGSTOP: connections are accepted, nothing is
     answered) and comes back."""
@@ -206,9 +243,17 @@ class OutageTest(LdapCase):
     def test_paused_directory_gives_temporary_errors_then_recovers(self):
         pw = OPENLDAP["bob"]["password"]
         self.assertTrue(self.pop_login("bob@example.test", pw).startswith("+OK"))
+        self.assertEqual(self.rcpt("bob@example.test")[0], 250)
         before = self.srv.mailbox_count("bob@example.test")
         self.slapd.pause()
         try:
+            # A known user keeps receiving and logging in from the cache
+            # (cache_ttl), and the password is still checked.
+            self.assertEqual(self.rcpt("bob@example.test")[0], 250)
+            self.assertTrue(self.pop_login("bob@example.test", pw).startswith("+OK"))
+            wrong = self.pop_login("bob@example.test", "not-bobs-password")
+            self.assertTrue(wrong.startswith("-ERR [SYS/TEMP]"), wrong)
+            # Anyone else gets a temporary error in time, never a permanent one.
             t = time.time()
             code, text = self.rcpt("carol@example.test")
             elapsed = time.time() - t
