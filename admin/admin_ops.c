@@ -126,14 +126,43 @@ static apr_status_t admin_store(admin_t *a, store_t **st_r, const char **err_r, 
 
 /* ---- checks shared by the operations */
 
+/* Users and domains: the backend's own. */
 static int admin_writable(admin_t *a, const char **err_r, apr_pool_t *p)
 {
-    const dir_backend_t *be = dir_backend(a->dir);
-    if (be->caps & DIR_CAP_WRITE) return 1;
+    if (dir_caps(a->dir) & DIR_CAP_WRITE) return 1;
     admin_fail(err_r, p, PR_EPERM,
                "the '%s' directory is read-only; make this change in the directory itself",
-               be->name);
+               dir_backend(a->dir)->name);
     return 0;
+}
+
+/* Aliases and lists: beside a read-only backend they go to the built-in
+ * directory (issue 4), so this fails only where neither can take them. */
+static int admin_aliases_writable(admin_t *a, const char **err_r, apr_pool_t *p)
+{
+    if (dir_caps(a->dir) & DIR_CAP_WRITE_ALIASES) return 1;
+    return admin_writable(a, err_r, p);
+}
+
+/* An address taken where an alias or list would be written. */
+static apr_status_t admin_fail_taken(admin_t *a, const char **err_r, apr_pool_t *p, const char *n,
+                                     const dir_entry_t *e)
+{
+    if (e->kind == DIR_KIND_MAILBOX && !(dir_caps(a->dir) & DIR_CAP_WRITE))
+        return admin_fail(err_r, p, PR_EEXIST,
+                          "'%s' is a user left in the built-in directory (unused beside the "
+                          "'%s' directory); pick another address",
+                          n, dir_backend(a->dir)->name);
+    return admin_fail(err_r, p, PR_EEXIST, "'%s' is already %s", n, admin_kind_name(e->kind));
+}
+
+/* Names what a read-only backend holds and admin cannot change. */
+static apr_status_t admin_fail_read_only(admin_t *a, const char **err_r, apr_pool_t *p,
+                                         const char *n, dir_kind_e kind)
+{
+    return admin_fail(err_r, p, PR_EPERM,
+                      "'%s' is %s in the '%s' directory, which is read-only; change it there", n,
+                      admin_kind_name(kind), dir_backend(a->dir)->name);
 }
 
 /* Normalise an address that must be in a local domain. */
@@ -161,6 +190,21 @@ static apr_status_t admin_lookup(admin_t *a, const char *norm, dir_entry_t **e_r
                                  const char **err_r, apr_pool_t *p)
 {
     apr_status_t st = dir_lookup(a->dir, norm, e_r, p);
+    if (st == PR_ENOTFOUND) {
+        *e_r = NULL;
+        return APR_SUCCESS;
+    }
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, norm);
+    return APR_SUCCESS;
+}
+
+/* The same where alias and list writes go (the built-in directory beside
+ * LDAP): a name the read-only backend holds is free there, and a local
+ * alias or list of that name shadows it. */
+static apr_status_t admin_lookup_writable(admin_t *a, const char *norm, dir_entry_t **e_r,
+                                          const char **err_r, apr_pool_t *p)
+{
+    apr_status_t st = dir_lookup_writable(a->dir, norm, e_r, p);
     if (st == PR_ENOTFOUND) {
         *e_r = NULL;
         return APR_SUCCESS;
@@ -370,13 +414,11 @@ apr_status_t admin_alias_add(admin_t *a, const char *address, const char *const 
     dir_entry_t *e;
     apr_status_t st;
 
-    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!admin_aliases_writable(a, err_r, p)) return PR_EPERM;
     if ((st = admin_local_address(a, address, &addr, err_r, p)) != APR_SUCCESS) return st;
     if (n < 1) return admin_fail(err_r, p, PR_EINVAL, "alias '%s' needs at least one target", addr);
-    if ((st = admin_lookup(a, addr, &e, err_r, p)) != APR_SUCCESS) return st;
-    if (e && e->kind != DIR_KIND_ALIAS)
-        return admin_fail(err_r, p, PR_EEXIST, "'%s' is already %s", addr,
-                          admin_kind_name(e->kind));
+    if ((st = admin_lookup_writable(a, addr, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (e && e->kind != DIR_KIND_ALIAS) return admin_fail_taken(a, err_r, p, addr, e);
     norm = apr_pcalloc(p, sizeof(*norm) * (apr_size_t)n);
     for (int i = 0; i < n; i++) {
         if ((st = admin_target(a, targets[i], &norm[i], err_r, p)) != APR_SUCCESS) return st;
@@ -395,9 +437,13 @@ apr_status_t admin_alias_del(admin_t *a, const char *address, const char **err_r
 {
     const char *n = dir_address_normalize(address, p);
     apr_status_t st;
-    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    dir_entry_t *e;
+    if (!admin_aliases_writable(a, err_r, p)) return PR_EPERM;
     if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
     st = dir_alias_del(a->dir, n);
+    if (st == PR_ENOTFOUND && dir_lookup(a->dir, n, &e, p) == APR_SUCCESS &&
+        e->kind == DIR_KIND_ALIAS && !(dir_caps(a->dir) & DIR_CAP_WRITE))
+        return admin_fail_read_only(a, err_r, p, n, e->kind);
     if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "alias '%s' does not exist", n);
     if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
     return APR_SUCCESS;
@@ -419,13 +465,12 @@ apr_status_t admin_list_add(admin_t *a, const char *address, const char **err_r,
     dir_entry_t *e;
     apr_status_t st;
 
-    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!admin_aliases_writable(a, err_r, p)) return PR_EPERM;
     if ((st = admin_local_address(a, address, &n, err_r, p)) != APR_SUCCESS) return st;
-    if ((st = admin_lookup(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
+    if ((st = admin_lookup_writable(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
     if (e && e->kind == DIR_KIND_LIST)
         return admin_fail(err_r, p, PR_EEXIST, "list '%s' already exists", n);
-    if (e)
-        return admin_fail(err_r, p, PR_EEXIST, "'%s' is already %s", n, admin_kind_name(e->kind));
+    if (e) return admin_fail_taken(a, err_r, p, n, e);
     st = dir_list_add(a->dir, n);
     if (st == PR_EEXIST) return admin_fail(err_r, p, st, "'%s' already exists", n);
     if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
@@ -436,9 +481,13 @@ apr_status_t admin_list_del(admin_t *a, const char *address, const char **err_r,
 {
     const char *n = dir_address_normalize(address, p);
     apr_status_t st;
-    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    dir_entry_t *e;
+    if (!admin_aliases_writable(a, err_r, p)) return PR_EPERM;
     if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
     st = dir_list_del(a->dir, n);
+    if (st == PR_ENOTFOUND && dir_lookup(a->dir, n, &e, p) == APR_SUCCESS &&
+        e->kind == DIR_KIND_LIST && !(dir_caps(a->dir) & DIR_CAP_WRITE))
+        return admin_fail_read_only(a, err_r, p, n, e->kind);
     if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "list '%s' does not exist", n);
     if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
     return APR_SUCCESS;
@@ -452,11 +501,15 @@ static apr_status_t admin_existing_list(admin_t *a, const char *list, const char
     dir_entry_t *e;
     apr_status_t st;
     if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", list ? list : "");
-    if ((st = admin_lookup(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
-    if (!e || e->kind != DIR_KIND_LIST)
-        return admin_fail(err_r, p, PR_ENOTFOUND, "list '%s' does not exist", n);
-    *norm_r = n;
-    return APR_SUCCESS;
+    if ((st = admin_lookup_writable(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (e && e->kind == DIR_KIND_LIST) {
+        *norm_r = n;
+        return APR_SUCCESS;
+    }
+    /* A group in LDAP: its members are changed there. */
+    if (!e && (st = admin_lookup(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (e && e->kind == DIR_KIND_LIST) return admin_fail_read_only(a, err_r, p, n, e->kind);
+    return admin_fail(err_r, p, PR_ENOTFOUND, "list '%s' does not exist", n);
 }
 
 apr_status_t admin_list_member_add(admin_t *a, const char *list, const char *member,
@@ -464,7 +517,7 @@ apr_status_t admin_list_member_add(admin_t *a, const char *list, const char *mem
 {
     const char *l, *m;
     apr_status_t st;
-    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!admin_aliases_writable(a, err_r, p)) return PR_EPERM;
     if ((st = admin_existing_list(a, list, &l, err_r, p)) != APR_SUCCESS) return st;
     if ((st = admin_target(a, member, &m, err_r, p)) != APR_SUCCESS) return st;
     if (strcmp(l, m) == 0)
@@ -481,7 +534,7 @@ apr_status_t admin_list_member_del(admin_t *a, const char *list, const char *mem
 {
     const char *l, *m;
     apr_status_t st;
-    if (!admin_writable(a, err_r, p)) return PR_EPERM;
+    if (!admin_aliases_writable(a, err_r, p)) return PR_EPERM;
     if ((st = admin_existing_list(a, list, &l, err_r, p)) != APR_SUCCESS) return st;
     /* No existence check: removing a member that was deleted meanwhile must work. */
     if (!(m = dir_address_normalize(member, p)))

@@ -629,9 +629,10 @@ static apr_status_t ldapb_find_login(ldapb_t *b, ldapb_slot_t *sl, const char *l
     }
     *rc_r = LDAP_SUCCESS;
     if (!f) return PR_EAUTH;
-    /* The attributes that change with the password: OpenLDAP's
-     * modifyTimestamp (and pwdChangedTime with ppolicy), AD's pwdLastSet. */
-    static const char *const tag_attrs[] = {"pwdLastSet", "pwdChangedTime", "modifyTimestamp"};
+    /* The attributes that change with the password: OpenLDAP's entryCSN
+     * (every change, microseconds; modifyTimestamp has whole seconds only)
+     * and pwdChangedTime (ppolicy), AD's pwdLastSet. */
+    static const char *const tag_attrs[] = {"pwdLastSet", "pwdChangedTime", "entryCSN"};
     const char **attrs = ldapb_attr_list(b, pool);
     int n_attrs = 0;
     while (attrs[n_attrs])
@@ -691,7 +692,7 @@ static apr_status_t ldapb_authenticate(void *ctx, const char *login, const char 
 }
 
 /* For the verified-credential cache: the user a login names and a tag that
- * changes with the password (DN and password/modify times), from the
+ * changes with the password (DN, entryCSN or pwdLastSet), from the
  * answer cache while it is fresh. So a cached login costs no LDAP traffic;
  * a password changed in the directory takes effect at the latest after
  * cache_ttl (at once with cache_ttl = 0), as with Dovecot's auth cache. */

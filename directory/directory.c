@@ -1,7 +1,9 @@
 /* The directory: picks the backend, normalises addresses, decides which
  * domains are local, and expands aliases and lists (RFC 5321 3.9) once for
  * every backend: loops and over-deep nesting are cut, duplicates removed,
- * and a temporary failure anywhere stops the whole lookup. */
+ * and a temporary failure anywhere stops the whole lookup. Beside a
+ * read-only backend it keeps the built-in directory for aliases, lists and
+ * added domains (issue 4), consulted first. */
 #include "directory/directory.h"
 #include "directory/dir_internal.h"
 #include "service/core/log.h"
@@ -25,34 +27,51 @@ static const dir_backend_t *const dir_backends[] = {&dir_local_backend, &dir_lda
 
 #define DIR_AC_MAC_LEN 32 /* HMAC-SHA256 */
 
-/* One remembered successful login. malloc'd: entries come and go for the
- * life of the process, which a pool would never give back. */
+/* One remembered login: a success (user set, keyed by login) or a failure
+ * (user NULL, keyed by its MAC, so one login may have several wrong
+ * passwords remembered). malloc'd: entries come and go for the life of the
+ * process, which a pool would never give back. */
 typedef struct dir_ac_entry_t {
     struct dir_ac_entry_t *prev, *next; /* insertion order, oldest first */
     apr_time_t expires;
-    unsigned char mac[DIR_AC_MAC_LEN]; /* HMAC(key, tag || 0 || password) */
-    const char *user;                  /* canonical address, after login */
-    char login[];                      /* the cache key */
+    unsigned char mac[DIR_AC_MAC_LEN]; /* see dir_authenticate */
+    const char *user;                  /* canonical address, after login; NULL: a failure */
+    char login[];                      /* the key of a success; "" for a failure */
 } dir_ac_entry_t;
+
+typedef struct dir_ac_table_t {
+    apr_hash_t *h; /* login -> entry, or (by_mac) mac -> entry */
+    dir_ac_entry_t *head, *tail;
+    int n;
+    int by_mac;
+} dir_ac_table_t;
+
+/* One opened backend. */
+typedef struct dir_layer_t {
+    const dir_backend_t *be; /* NULL: none */
+    void *ctx;
+    apr_pool_t *pool;
+} dir_layer_t;
 
 struct dir_t {
     apr_pool_t *pool;
     /* Readers (every lookup) share it; dir_reload takes it exclusively to
-     * swap the backend, so no call ever runs on a backend being closed. */
+     * swap the backends, so no call ever runs on a backend being closed. */
     apr_thread_rwlock_t *lock;
     const pr_config_t *cfg;
-    const dir_backend_t *be;
-    void *ctx;
-    apr_pool_t *be_pool;
+    const dir_backend_t *fixed; /* dir_open_with's backend, also on reload */
+    dir_layer_t primary;        /* the one [directory] backend names */
+    /* The built-in directory beside a primary without DIR_CAP_WRITE:
+     * its aliases and lists come first, its users are ignored. */
+    dir_layer_t local;
     int closed;
 
-    /* The verified-credential cache (dir_authenticate). ac_mutex guards
-     * the table, the list, the counters; it is taken inside lock. */
+    /* The verified- and failed-credential caches (dir_authenticate).
+     * ac_mutex guards the tables, the counters; it is taken inside lock. */
     apr_thread_mutex_t *ac_mutex;
-    apr_pool_t *ac_pool; /* the table's own memory, used under ac_mutex */
-    apr_hash_t *ac;      /* login -> dir_ac_entry_t* */
-    dir_ac_entry_t *ac_head, *ac_tail;
-    int ac_n, ac_max;
+    apr_pool_t *ac_pool; /* the tables' own memory, used under ac_mutex */
+    dir_ac_table_t ac_ok, ac_fail;
+    int ac_max;
     dir_auth_stats_t ac_stats;
     EVP_MAC *ac_hmac;
     /* Random per process: a cached value means nothing outside it, and
@@ -135,6 +154,110 @@ const char *dir_domain_normalize(const char *domain, apr_pool_t *pool)
     return dir_domain_normalize_buf(buf, sizeof(buf), domain) ? apr_pstrdup(pool, buf) : NULL;
 }
 
+/* ---- credential caches; the dir_ac_* helpers expect ac_mutex held */
+
+static const void *dir_ac_key(const dir_ac_table_t *t, const dir_ac_entry_t *e, apr_ssize_t *len)
+{
+    *len = t->by_mac ? DIR_AC_MAC_LEN : APR_HASH_KEY_STRING;
+    return t->by_mac ? (const void *)e->mac : (const void *)e->login;
+}
+
+static void dir_ac_unlink(dir_ac_table_t *t, dir_ac_entry_t *e)
+{
+    apr_ssize_t klen;
+    const void *k = dir_ac_key(t, e, &klen);
+    apr_hash_set(t->h, k, klen, NULL);
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        t->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        t->tail = e->prev;
+    t->n--;
+    OPENSSL_cleanse(e->mac, sizeof(e->mac));
+    free(e);
+}
+
+static void dir_ac_flush(dir_ac_table_t *t)
+{
+    while (t->head)
+        dir_ac_unlink(t, t->head);
+}
+
+static void dir_ac_trim(dir_ac_table_t *t, int max)
+{
+    while (t->head && t->n > max)
+        dir_ac_unlink(t, t->head);
+}
+
+/* The entry of a login (by login) or of a MAC (by_mac); NULL if none. */
+static dir_ac_entry_t *dir_ac_get(dir_ac_table_t *t, const char *login, const unsigned char *mac)
+{
+    if (t->by_mac) return apr_hash_get(t->h, mac, DIR_AC_MAC_LEN);
+    return apr_hash_get(t->h, login, APR_HASH_KEY_STRING);
+}
+
+/* user NULL: a failure, keyed by mac (login is not kept). */
+static void dir_ac_insert(dir_t *d, dir_ac_table_t *t, const char *login, const char *user,
+                          const unsigned char *mac, apr_time_t expires)
+{
+    dir_ac_entry_t *e = dir_ac_get(t, login, mac);
+    apr_time_t now = apr_time_now();
+    apr_size_t nl, nu = user ? strlen(user) + 1 : 0;
+    apr_ssize_t klen;
+
+    if (!user) login = "";
+    nl = strlen(login) + 1;
+    if (e) dir_ac_unlink(t, e);
+    /* Entries are in insertion order under one TTL (a reload empties the
+     * table), so the expired ones are at the head; past the bound the
+     * oldest go even if still valid. */
+    while (t->head && (t->head->expires <= now || t->n >= d->ac_max))
+        dir_ac_unlink(t, t->head);
+    if (d->ac_max <= 0) return;
+    if (!(e = malloc(sizeof(*e) + nl + nu))) abort();
+    memcpy(e->login, login, nl);
+    e->user = NULL;
+    if (user) {
+        memcpy(e->login + nl, user, nu);
+        e->user = e->login + nl;
+    }
+    memcpy(e->mac, mac, DIR_AC_MAC_LEN);
+    e->expires = expires;
+    e->next = NULL;
+    e->prev = t->tail;
+    if (t->tail)
+        t->tail->next = e;
+    else
+        t->head = e;
+    t->tail = e;
+    t->n++;
+    const void *k = dir_ac_key(t, e, &klen);
+    apr_hash_set(t->h, k, klen, e);
+}
+
+/* HMAC-SHA256(key, part1 || 0 || part2 || 0 || ... || last): binds the
+ * password to this very credential; the NULs keep the parts from running
+ * together (none can hold one). */
+static int dir_ac_mac(dir_t *d, unsigned char out[DIR_AC_MAC_LEN], const char *const *parts, int n)
+{
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    EVP_MAC_CTX *c = EVP_MAC_CTX_new(d->ac_hmac);
+    size_t len = 0;
+    int ok = c && EVP_MAC_init(c, d->ac_key, sizeof(d->ac_key), params);
+    for (int i = 0; ok && i < n; i++)
+        ok = EVP_MAC_update(c, (const unsigned char *)parts[i],
+                            strlen(parts[i]) + (i + 1 < n ? 1 : 0));
+    ok = ok && EVP_MAC_final(c, out, &len, DIR_AC_MAC_LEN) && len == DIR_AC_MAC_LEN;
+    EVP_MAC_CTX_free(c);
+    return ok;
+}
+
 /* ---- open, reload, close */
 
 static apr_status_t dir_backend_find(const dir_backend_t **be_r, const pr_config_t *cfg)
@@ -151,95 +274,54 @@ static apr_status_t dir_backend_find(const dir_backend_t **be_r, const pr_config
     return PR_EINVAL;
 }
 
-static apr_status_t dir_backend_start(const dir_backend_t **be_r, void **ctx_r, apr_pool_t **pool_r,
-                                      const pr_config_t *cfg, apr_pool_t *parent)
+static apr_status_t dir_layer_start(dir_layer_t *l, const dir_backend_t *be, const pr_config_t *cfg,
+                                    apr_pool_t *parent)
 {
-    const dir_backend_t *be;
     apr_pool_t *p;
-    apr_status_t st = dir_backend_find(&be, cfg);
-    if (st != APR_SUCCESS) return st;
+    apr_status_t st;
     apr_pool_create(&p, parent);
-    if ((st = be->open(ctx_r, cfg, p)) != APR_SUCCESS) {
+    if ((st = be->open(&l->ctx, cfg, p)) != APR_SUCCESS) {
         apr_pool_destroy(p);
         return st;
     }
-    *be_r = be;
-    *pool_r = p;
+    l->be = be;
+    l->pool = p;
     return APR_SUCCESS;
 }
 
-/* ---- verified-credential cache; the dir_ac_* helpers expect ac_mutex held */
-
-static void dir_ac_unlink(dir_t *d, dir_ac_entry_t *e)
+static void dir_layer_stop(dir_layer_t *l)
 {
-    apr_hash_set(d->ac, e->login, APR_HASH_KEY_STRING, NULL);
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        d->ac_head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        d->ac_tail = e->prev;
-    d->ac_n--;
-    OPENSSL_cleanse(e->mac, sizeof(e->mac));
-    free(e);
+    if (!l->be) return;
+    l->be->close(l->ctx);
+    apr_pool_destroy(l->pool);
+    l->be = NULL;
+    l->ctx = NULL;
+    l->pool = NULL;
 }
 
-static void dir_ac_flush(dir_t *d)
+/* Open the primary backend (fixed, or the one cfg names) and, beside a
+ * read-only one, the built-in directory: all or nothing. */
+static apr_status_t dir_layers_start(dir_layer_t *primary, dir_layer_t *local,
+                                     const dir_backend_t *fixed, const pr_config_t *cfg,
+                                     apr_pool_t *parent)
 {
-    while (d->ac_head)
-        dir_ac_unlink(d, d->ac_head);
-}
-
-static void dir_ac_insert(dir_t *d, const char *login, const char *user, const unsigned char *mac,
-                          apr_time_t expires)
-{
-    dir_ac_entry_t *e = apr_hash_get(d->ac, login, APR_HASH_KEY_STRING);
-    apr_time_t now = apr_time_now();
-    apr_size_t nl = strlen(login) + 1, nu = strlen(user) + 1;
-
-    if (e) dir_ac_unlink(d, e);
-    /* Entries are in insertion order under one TTL (a reload empties the
-     * table), so the expired ones are at the head; past the bound the
-     * oldest go even if still valid. */
-    while (d->ac_head && (d->ac_head->expires <= now || d->ac_n >= d->ac_max))
-        dir_ac_unlink(d, d->ac_head);
-    if (d->ac_max <= 0) return;
-    if (!(e = malloc(sizeof(*e) + nl + nu))) abort();
-    memcpy(e->login, login, nl);
-    memcpy(e->login + nl, user, nu);
-    e->user = e->login + nl;
-    memcpy(e->mac, mac, DIR_AC_MAC_LEN);
-    e->expires = expires;
-    e->next = NULL;
-    e->prev = d->ac_tail;
-    if (d->ac_tail)
-        d->ac_tail->next = e;
-    else
-        d->ac_head = e;
-    d->ac_tail = e;
-    d->ac_n++;
-    apr_hash_set(d->ac, e->login, APR_HASH_KEY_STRING, e);
-}
-
-/* HMAC-SHA256(key, tag || 0 || password): binds the password to this very
- * credential; the NUL keeps (tag, password) pairs from running together. */
-static int dir_ac_mac(dir_t *d, const char *tag, const char *password,
-                      unsigned char out[DIR_AC_MAC_LEN])
-{
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_end(),
-    };
-    EVP_MAC_CTX *c = EVP_MAC_CTX_new(d->ac_hmac);
-    size_t len = 0;
-    int ok = c && EVP_MAC_init(c, d->ac_key, sizeof(d->ac_key), params) &&
-             EVP_MAC_update(c, (const unsigned char *)tag, strlen(tag) + 1) &&
-             EVP_MAC_update(c, (const unsigned char *)password, strlen(password)) &&
-             EVP_MAC_final(c, out, &len, DIR_AC_MAC_LEN) && len == DIR_AC_MAC_LEN;
-    EVP_MAC_CTX_free(c);
-    return ok;
+    const dir_backend_t *be = fixed;
+    apr_status_t st = APR_SUCCESS;
+    memset(primary, 0, sizeof(*primary));
+    memset(local, 0, sizeof(*local));
+    if (!be && (st = dir_backend_find(&be, cfg)) != APR_SUCCESS) return st;
+    if ((st = dir_layer_start(primary, be, cfg, parent)) != APR_SUCCESS) return st;
+    if (be->caps & DIR_CAP_WRITE) return APR_SUCCESS;
+    /* The same data_dir/directory.db the CLI writes, so `postroom alias
+     * add` beside a running daemon takes effect at its next lookup. */
+    if ((st = dir_layer_start(local, &dir_local_backend, cfg, parent)) != APR_SUCCESS) {
+        pr_log_error(NULL,
+                     "directory: cannot open the built-in directory for local aliases "
+                     "and lists beside '%s'",
+                     be->name);
+        dir_layer_stop(primary);
+    }
+    return st;
 }
 
 static apr_status_t dir_cleanup(void *data)
@@ -247,13 +329,10 @@ static apr_status_t dir_cleanup(void *data)
     dir_t *d = data;
     if (d->closed) return APR_SUCCESS;
     d->closed = 1;
-    if (d->be) {
-        d->be->close(d->ctx);
-        apr_pool_destroy(d->be_pool);
-        d->be = NULL;
-        d->ctx = NULL;
-    }
-    dir_ac_flush(d);
+    dir_layer_stop(&d->local);
+    dir_layer_stop(&d->primary);
+    dir_ac_flush(&d->ac_ok);
+    dir_ac_flush(&d->ac_fail);
     EVP_MAC_free(d->ac_hmac);
     d->ac_hmac = NULL;
     OPENSSL_cleanse(d->ac_key, sizeof(d->ac_key));
@@ -261,13 +340,15 @@ static apr_status_t dir_cleanup(void *data)
     return APR_SUCCESS;
 }
 
-apr_status_t dir_open(dir_t **d_r, const pr_config_t *cfg, apr_pool_t *pool)
+static apr_status_t dir_open_impl(dir_t **d_r, const pr_config_t *cfg, const dir_backend_t *fixed,
+                                  apr_pool_t *pool)
 {
     dir_t *d = apr_pcalloc(pool, sizeof(*d));
     apr_status_t st;
 
     d->pool = pool;
     d->cfg = cfg;
+    d->fixed = fixed;
     d->ac_max = DIR_AUTH_CACHE_MAX;
     /* Without the key or HMAC the cache cannot be trusted: refuse to start
      * rather than run without it silently. */
@@ -282,54 +363,64 @@ apr_status_t dir_open(dir_t **d_r, const pr_config_t *cfg, apr_pool_t *pool)
         EVP_MAC_free(d->ac_hmac);
         return st;
     }
-    d->ac = apr_hash_make(d->ac_pool);
-    st = dir_backend_start(&d->be, &d->ctx, &d->be_pool, cfg, pool);
+    d->ac_ok.h = apr_hash_make(d->ac_pool);
+    d->ac_fail.h = apr_hash_make(d->ac_pool);
+    d->ac_fail.by_mac = 1;
+    st = dir_layers_start(&d->primary, &d->local, fixed, cfg, pool);
     if (st != APR_SUCCESS) {
         EVP_MAC_free(d->ac_hmac);
         return st;
     }
     if ((st = apr_thread_rwlock_create(&d->lock, pool)) != APR_SUCCESS) {
-        d->be->close(d->ctx);
-        apr_pool_destroy(d->be_pool);
+        dir_layer_stop(&d->local);
+        dir_layer_stop(&d->primary);
         EVP_MAC_free(d->ac_hmac);
         return st;
     }
     /* A pre-cleanup: it must run before the pool destroys its subpools
-     * (the backend's and the cache table's), which it still uses. */
+     * (the backends' and the cache tables'), which it still uses. */
     apr_pool_pre_cleanup_register(pool, d, dir_cleanup);
     *d_r = d;
     return APR_SUCCESS;
 }
 
+apr_status_t dir_open(dir_t **d_r, const pr_config_t *cfg, apr_pool_t *pool)
+{
+    return dir_open_impl(d_r, cfg, NULL, pool);
+}
+
+apr_status_t dir_open_with(dir_t **d_r, const pr_config_t *cfg, const dir_backend_t *primary,
+                           apr_pool_t *pool)
+{
+    return dir_open_impl(d_r, cfg, primary, pool);
+}
+
 apr_status_t dir_reload(dir_t *d, const pr_config_t *cfg)
 {
-    const dir_backend_t *be, *old_be;
-    void *ctx, *old_ctx;
-    apr_pool_t *p, *old_pool;
-    /* Open the new one first, outside the lock: an LDAP bind may be slow and
-     * lookups should keep being answered meanwhile. */
-    apr_status_t st = dir_backend_start(&be, &ctx, &p, cfg, d->pool);
+    dir_layer_t primary, local, old_primary, old_local;
+    /* Open the new ones first, outside the lock: an LDAP bind may be slow
+     * and lookups should keep being answered meanwhile. */
+    apr_status_t st = dir_layers_start(&primary, &local, d->fixed, cfg, d->pool);
     if (st != APR_SUCCESS) return st;
 
     apr_thread_rwlock_wrlock(d->lock);
-    old_be = d->be;
-    old_ctx = d->ctx;
-    old_pool = d->be_pool;
-    d->be = be;
-    d->ctx = ctx;
-    d->be_pool = p;
+    old_primary = d->primary;
+    old_local = d->local;
+    d->primary = primary;
+    d->local = local;
     d->cfg = cfg;
     /* A new backend (or new settings for it) may see other users or other
-     * credentials: what the old one verified is not evidence any more.
-     * Every dir_authenticate holds the read lock from its tag lookup to
-     * its insert, so none can slip an old answer in after this. */
+     * credentials: what the old one verified or refused is not evidence
+     * any more. Every dir_authenticate holds the read lock from its tag
+     * lookup to its insert, so none can slip an old answer in after this. */
     apr_thread_mutex_lock(d->ac_mutex);
-    dir_ac_flush(d);
+    dir_ac_flush(&d->ac_ok);
+    dir_ac_flush(&d->ac_fail);
     apr_thread_mutex_unlock(d->ac_mutex);
     apr_thread_rwlock_unlock(d->lock);
 
-    old_be->close(old_ctx);
-    apr_pool_destroy(old_pool);
+    dir_layer_stop(&old_local);
+    dir_layer_stop(&old_primary);
     return APR_SUCCESS;
 }
 
@@ -341,12 +432,29 @@ void dir_close(dir_t *d)
 
 const dir_backend_t *dir_backend(const dir_t *d)
 {
-    return d->be;
+    return d->primary.be;
 }
 
 void *dir_backend_ctx(const dir_t *d)
 {
-    return d->ctx;
+    return d->primary.ctx;
+}
+
+/* Where alias and list writes go: the primary backend if writable, else the
+ * built-in directory beside it; NULL: nowhere. Under the read lock. */
+static const dir_layer_t *dir_alias_layer(const dir_t *d)
+{
+    if (d->primary.be->caps & DIR_CAP_WRITE) return &d->primary;
+    return d->local.be ? &d->local : NULL;
+}
+
+unsigned dir_caps(dir_t *d)
+{
+    apr_thread_rwlock_rdlock(d->lock);
+    unsigned caps = d->primary.be->caps & DIR_CAP_WRITE;
+    if (dir_alias_layer(d)) caps |= DIR_CAP_WRITE_ALIASES;
+    apr_thread_rwlock_unlock(d->lock);
+    return caps;
 }
 
 /* ---- lookups; the *_locked helpers expect the read lock held */
@@ -354,7 +462,10 @@ void *dir_backend_ctx(const dir_t *d)
 static apr_status_t dir_domain_is_local_locked(dir_t *d, const char *domain)
 {
     if (pr_config_is_local_domain(d->cfg, domain)) return APR_SUCCESS;
-    apr_status_t st = d->be->domain_is_local(d->ctx, domain);
+    apr_status_t st = d->primary.be->domain_is_local(d->primary.ctx, domain);
+    /* Domains added with `postroom domain add` (maybe before the switch to
+     * LDAP, which holds no domain list) are in the built-in directory. */
+    if (st == PR_ENOTFOUND && d->local.be) st = d->local.be->domain_is_local(d->local.ctx, domain);
     if (st == APR_SUCCESS || st == PR_ENOTFOUND) return st;
     return PR_ETEMPFAIL;
 }
@@ -370,12 +481,33 @@ apr_status_t dir_domain_is_local(dir_t *d, const char *domain)
 }
 
 /* A backend's answer: anything but found/unknown stops the caller. */
+static apr_status_t dir_layer_lookup(const dir_layer_t *l, const char *norm, dir_entry_t **e_r,
+                                     apr_pool_t *pool)
+{
+    apr_status_t st = l->be->lookup(l->ctx, norm, e_r, pool);
+    if (st == APR_SUCCESS || st == PR_ENOTFOUND) return st;
+    return PR_ETEMPFAIL;
+}
+
+/* The combined lookup: the built-in directory's aliases and lists first
+ * (they shadow the backend's addresses), then the backend. A user left in
+ * the built-in directory is not one: users come from the backend only, or
+ * a stale local account would take mail meant for the LDAP one. */
 static apr_status_t dir_lookup_locked(dir_t *d, const char *norm, dir_entry_t **e_r,
                                       apr_pool_t *pool)
 {
-    apr_status_t st = d->be->lookup(d->ctx, norm, e_r, pool);
-    if (st == APR_SUCCESS || st == PR_ENOTFOUND) return st;
-    return PR_ETEMPFAIL;
+    if (d->local.be) {
+        dir_entry_t *e;
+        apr_status_t st = dir_layer_lookup(&d->local, norm, &e, pool);
+        if (st == APR_SUCCESS && e->kind != DIR_KIND_MAILBOX) {
+            *e_r = e;
+            return st;
+        }
+        /* A temporary failure stops here: the answer might have been a
+         * local alias shadowing what the backend would say. */
+        if (st != APR_SUCCESS && st != PR_ENOTFOUND) return st;
+    }
+    return dir_layer_lookup(&d->primary, norm, e_r, pool);
 }
 
 apr_status_t dir_lookup(dir_t *d, const char *address, dir_entry_t **e_r, apr_pool_t *pool)
@@ -388,18 +520,32 @@ apr_status_t dir_lookup(dir_t *d, const char *address, dir_entry_t **e_r, apr_po
     return st;
 }
 
+apr_status_t dir_lookup_writable(dir_t *d, const char *address, dir_entry_t **e_r, apr_pool_t *pool)
+{
+    const char *norm = dir_address_normalize(address, pool);
+    if (!norm) return PR_EINVAL;
+    apr_thread_rwlock_rdlock(d->lock);
+    const dir_layer_t *l = dir_alias_layer(d);
+    apr_status_t st = l ? dir_layer_lookup(l, norm, e_r, pool) : PR_EPERM;
+    apr_thread_rwlock_unlock(d->lock);
+    return st;
+}
+
 apr_status_t dir_user_get(dir_t *d, const char *address, dir_user_t **u_r, apr_pool_t *pool)
 {
     const char *norm = dir_address_normalize(address, pool);
     apr_status_t st;
     if (!norm) return PR_EINVAL;
     apr_thread_rwlock_rdlock(d->lock);
-    if (d->be->user_get) {
-        st = d->be->user_get(d->ctx, norm, u_r, pool);
+    if (d->primary.be->user_get) {
+        st = d->primary.be->user_get(d->primary.ctx, norm, u_r, pool);
         if (st != APR_SUCCESS && st != PR_ENOTFOUND) st = PR_ETEMPFAIL;
     } else {
+        /* The backend's own answer, not the combined one: a local alias
+         * shadowing a user's address does not make the user vanish (she
+         * still logs in, her quota still applies). */
         dir_entry_t *e;
-        st = dir_lookup_locked(d, norm, &e, pool);
+        st = dir_layer_lookup(&d->primary, norm, &e, pool);
         if (st == APR_SUCCESS && e->kind != DIR_KIND_MAILBOX) st = PR_ENOTFOUND;
         if (st == APR_SUCCESS) {
             dir_user_t *u = apr_pcalloc(pool, sizeof(*u));
@@ -541,64 +687,101 @@ apr_status_t dir_authenticate(dir_t *d, const char *login, const char *password,
                               const char **user_r, apr_pool_t *pool)
 {
     char key[DIR_ADDRESS_MAX + 1];
-    unsigned char mac[DIR_AC_MAC_LEN];
+    unsigned char mac[DIR_AC_MAC_LEN], fmac[DIR_AC_MAC_LEN];
     const char *tag_user = NULL, *tag = NULL, *user = NULL;
-    int have_mac = 0;
+    int have_mac = 0, have_fmac = 0;
     apr_status_t st;
 
     if (!login) login = "";
     if (!password) password = "";
     apr_thread_rwlock_rdlock(d->lock);
     apr_time_t ttl = d->cfg->directory.auth_cache_ttl;
+    const dir_backend_t *be = d->primary.be;
 
     /* The key is the login as given, normalised when it is an address; a
-     * login that is neither an address nor short is simply not cached. */
-    int cacheable = ttl > 0 && d->be->auth_tag && *password;
+     * login that is neither an address nor short is simply not cached. An
+     * empty password is never: the backends refuse it without a bind. */
+    int cacheable = ttl > 0 && *password;
     if (cacheable && !dir_address_normalize_buf(key, sizeof(key), login)) {
         apr_size_t n = strlen(login);
         cacheable = n > 0 && n < sizeof(key);
         if (cacheable) memcpy(key, login, n + 1);
     }
-    /* The tag is asked for before the full check, never after: if the
-     * password changes in between, the entry holds the older tag and the
-     * next login misses, instead of an old password being bound to the new
-     * credential. Asked on every login (not only when an entry exists), so
-     * the timing of a failure says nothing about recent logins. */
-    if (cacheable && d->be->auth_tag(d->ctx, key, &tag_user, &tag, pool) == APR_SUCCESS && tag &&
-        tag_user)
-        have_mac = dir_ac_mac(d, tag, password, mac);
-    if (have_mac) {
-        apr_thread_mutex_lock(d->ac_mutex);
-        dir_ac_entry_t *e = apr_hash_get(d->ac, key, APR_HASH_KEY_STRING);
-        int hit = e && e->expires > apr_time_now() &&
-                  CRYPTO_memcmp(e->mac, mac, sizeof(mac)) == 0 && strcmp(e->user, tag_user) == 0;
-        if (hit)
-            d->ac_stats.cached++;
+    if (cacheable) {
+        /* The tag is asked for before the full check, never after: if the
+         * password changes in between, the entry holds the older tag and
+         * the next login misses, instead of an old password being bound to
+         * the new credential. Asked on every login (not only when an entry
+         * exists), so the timing of a failure says nothing about recent
+         * logins. */
+        apr_status_t tst = PR_ENOTFOUND;
+        if (be->auth_tag) tst = be->auth_tag(d->primary.ctx, key, &tag_user, &tag, pool);
+        if (tst == APR_SUCCESS && tag && tag_user)
+            have_mac = dir_ac_mac(d, mac, (const char *const[]){tag, password}, 2);
         else
-            d->ac_stats.verified++;
-        apr_thread_mutex_unlock(d->ac_mutex);
-        if (hit) {
-            apr_thread_rwlock_unlock(d->lock);
-            OPENSSL_cleanse(mac, sizeof(mac));
-            *user_r = apr_pstrdup(pool, tag_user);
-            return APR_SUCCESS;
-        }
-    } else {
-        apr_thread_mutex_lock(d->ac_mutex);
+            tag = NULL;
+        /* A failure is bound to the tag as well, so a credential changed
+         * to the very password that failed (the admin sets what the user
+         * kept typing) works at once, not after the TTL. Unknown logins and
+         * backends without auth_tag have the empty tag; when the tag is
+         * unknown (a temporary failure) the failure is not remembered. */
+        if (tst == APR_SUCCESS || tst == PR_ENOTFOUND)
+            have_fmac = dir_ac_mac(d, fmac,
+                                   (const char *const[]){"fail", key, tag ? tag : "", password}, 4);
+    }
+
+    apr_thread_mutex_lock(d->ac_mutex);
+    apr_time_t now = apr_time_now();
+    dir_ac_entry_t *e = have_mac ? dir_ac_get(&d->ac_ok, key, NULL) : NULL;
+    int hit = e && e->expires > now && CRYPTO_memcmp(e->mac, mac, sizeof(mac)) == 0 &&
+              strcmp(e->user, tag_user) == 0;
+    /* The table is keyed by the MAC itself: found is equal (the HMAC key is
+     * secret, so the lookup's timing tells nothing). A remembered failure
+     * is answered at once: that only tells the client what it knows, that
+     * this password is wrong for this login; the protocols' delay after a
+     * failed login applies all the same. */
+    e = !hit && have_fmac ? dir_ac_get(&d->ac_fail, NULL, fmac) : NULL;
+    int fail_hit = e && e->expires > now;
+    if (hit)
+        d->ac_stats.cached++;
+    else if (fail_hit)
+        d->ac_stats.failed_cached++;
+    else
         d->ac_stats.verified++;
-        apr_thread_mutex_unlock(d->ac_mutex);
+    apr_thread_mutex_unlock(d->ac_mutex);
+    if (hit || fail_hit) {
+        apr_thread_rwlock_unlock(d->lock);
+        OPENSSL_cleanse(mac, sizeof(mac));
+        OPENSSL_cleanse(fmac, sizeof(fmac));
+        if (!hit) return PR_EAUTH;
+        *user_r = apr_pstrdup(pool, tag_user);
+        return APR_SUCCESS;
     }
 
     /* The backend spends the same effort on unknown logins (dummy hash), so
-     * malformed ones go to it too rather than failing fast here. */
-    st = d->be->authenticate(d->ctx, login, password, &user, pool);
+     * malformed ones go to it too rather than failing fast here. Two
+     * threads with the same wrong password at once both ask it: rare, and
+     * not worth making one wait for the other. */
+    st = be->authenticate(d->primary.ctx, login, password, &user, pool);
     if (st == APR_SUCCESS && have_mac && strcmp(user, tag_user) == 0) {
         apr_thread_mutex_lock(d->ac_mutex);
-        dir_ac_insert(d, key, user, mac, apr_time_now() + ttl);
+        dir_ac_insert(d, &d->ac_ok, key, user, mac, apr_time_now() + ttl);
+        apr_thread_mutex_unlock(d->ac_mutex);
+    } else if (st == PR_EAUTH && have_fmac) {
+        /* Not dropped when the login later succeeds: an entry matches only
+         * the password that failed under this very tag, never the right
+         * one, so there is nothing to correct; and dropping them would send
+         * the stale phone's password to AD again after each good login
+         * from the user's PC, which is what counts towards the lockout.
+         * Only a password changed without its tag changing (a backend
+         * without auth_tag, or a tag still cached there) waits for the TTL. */
+        apr_thread_mutex_lock(d->ac_mutex);
+        dir_ac_insert(d, &d->ac_fail, key, NULL, fmac, apr_time_now() + ttl);
         apr_thread_mutex_unlock(d->ac_mutex);
     }
     apr_thread_rwlock_unlock(d->lock);
     OPENSSL_cleanse(mac, sizeof(mac));
+    OPENSSL_cleanse(fmac, sizeof(fmac));
     if (st == APR_SUCCESS) *user_r = user;
     if (st == APR_SUCCESS || st == PR_EAUTH) return st;
     return PR_ETEMPFAIL;
@@ -608,7 +791,8 @@ void dir_auth_stats(dir_t *d, dir_auth_stats_t *out)
 {
     apr_thread_mutex_lock(d->ac_mutex);
     *out = d->ac_stats;
-    out->entries = (apr_uint32_t)d->ac_n;
+    out->entries = (apr_uint32_t)d->ac_ok.n;
+    out->failed_entries = (apr_uint32_t)d->ac_fail.n;
     apr_thread_mutex_unlock(d->ac_mutex);
 }
 
@@ -616,8 +800,8 @@ void dir_auth_cache_set_max(dir_t *d, int max)
 {
     apr_thread_mutex_lock(d->ac_mutex);
     d->ac_max = max < 0 ? 0 : max;
-    while (d->ac_head && d->ac_n > d->ac_max)
-        dir_ac_unlink(d, d->ac_head);
+    dir_ac_trim(&d->ac_ok, d->ac_max);
+    dir_ac_trim(&d->ac_fail, d->ac_max);
     apr_thread_mutex_unlock(d->ac_mutex);
 }
 
@@ -676,8 +860,19 @@ apr_status_t dir_sender_allowed(dir_t *d, const char *user, const char *address,
     do {                                                                                           \
         apr_status_t st_ = PR_EPERM;                                                               \
         apr_thread_rwlock_rdlock((d)->lock);                                                       \
-        if ((d)->be->fn && (!(need_write) || ((d)->be->caps & DIR_CAP_WRITE)))                     \
-            st_ = (d)->be->fn((d)->ctx, __VA_ARGS__);                                              \
+        if ((d)->primary.be->fn && (!(need_write) || ((d)->primary.be->caps & DIR_CAP_WRITE)))     \
+            st_ = (d)->primary.be->fn((d)->primary.ctx, __VA_ARGS__);                              \
+        apr_thread_rwlock_unlock((d)->lock);                                                       \
+        return st_;                                                                                \
+    } while (0)
+
+/* The same for aliases and lists, which go where dir_alias_layer says. */
+#define DIR_CALL_ALIASES(d, fn, ...)                                                               \
+    do {                                                                                           \
+        apr_status_t st_ = PR_EPERM;                                                               \
+        apr_thread_rwlock_rdlock((d)->lock);                                                       \
+        const dir_layer_t *l_ = dir_alias_layer(d);                                                \
+        if (l_ && l_->be->fn) st_ = l_->be->fn(l_->ctx, __VA_ARGS__);                              \
         apr_thread_rwlock_unlock((d)->lock);                                                       \
         return st_;                                                                                \
     } while (0)
@@ -702,7 +897,14 @@ apr_status_t dir_domain_del(dir_t *d, const char *domain)
 
 apr_status_t dir_domain_list(dir_t *d, apr_array_header_t **domains_r, apr_pool_t *pool)
 {
-    DIR_CALL(d, 0, domain_list, domains_r, pool);
+    apr_status_t st = PR_EPERM;
+    apr_thread_rwlock_rdlock(d->lock);
+    /* Beside LDAP (no domain list of its own): the built-in directory's,
+     * which dir_domain_is_local counts too. */
+    const dir_layer_t *l = d->primary.be->domain_list ? &d->primary : &d->local;
+    if (l->be && l->be->domain_list) st = l->be->domain_list(l->ctx, domains_r, pool);
+    apr_thread_rwlock_unlock(d->lock);
+    return st;
 }
 
 apr_status_t dir_user_add(dir_t *d, const char *address, const char *password)
@@ -744,47 +946,47 @@ apr_status_t dir_alias_add(dir_t *d, const char *address, const char *const *tar
     if (n < 1) return PR_EINVAL;
     for (int i = 0; i < n; i++)
         if (!dir_address_normalize_buf(t, sizeof(t), targets[i])) return PR_EINVAL;
-    DIR_CALL(d, 1, alias_add, a, targets, n);
+    DIR_CALL_ALIASES(d, alias_add, a, targets, n);
 }
 
 apr_status_t dir_alias_del(dir_t *d, const char *address)
 {
     DIR_NORM(a, address);
-    DIR_CALL(d, 1, alias_del, a);
+    DIR_CALL_ALIASES(d, alias_del, a);
 }
 
 apr_status_t dir_alias_list(dir_t *d, apr_array_header_t **aliases_r, apr_pool_t *pool)
 {
-    DIR_CALL(d, 0, alias_list, aliases_r, pool);
+    DIR_CALL_ALIASES(d, alias_list, aliases_r, pool);
 }
 
 apr_status_t dir_list_add(dir_t *d, const char *address)
 {
     DIR_NORM(a, address);
-    DIR_CALL(d, 1, list_add, a);
+    DIR_CALL_ALIASES(d, list_add, a);
 }
 
 apr_status_t dir_list_del(dir_t *d, const char *address)
 {
     DIR_NORM(a, address);
-    DIR_CALL(d, 1, list_del, a);
+    DIR_CALL_ALIASES(d, list_del, a);
 }
 
 apr_status_t dir_list_member_add(dir_t *d, const char *list, const char *member)
 {
     DIR_NORM(l, list);
     DIR_NORM(m, member);
-    DIR_CALL(d, 1, list_member_add, l, m);
+    DIR_CALL_ALIASES(d, list_member_add, l, m);
 }
 
 apr_status_t dir_list_member_del(dir_t *d, const char *list, const char *member)
 {
     DIR_NORM(l, list);
     DIR_NORM(m, member);
-    DIR_CALL(d, 1, list_member_del, l, m);
+    DIR_CALL_ALIASES(d, list_member_del, l, m);
 }
 
 apr_status_t dir_list_list(dir_t *d, apr_array_header_t **lists_r, apr_pool_t *pool)
 {
-    DIR_CALL(d, 0, list_list, lists_r, pool);
+    DIR_CALL_ALIASES(d, list_list, lists_r, pool);
 }

@@ -1,8 +1,16 @@
 /* The directory's face: who the users are, what an address resolves to, who
- * may send as whom. A const backend vtable (local SQLite today, LDAP later)
- * sits behind it; expansion of aliases and lists (loops, depth, duplicates)
- * is done once, here, for every backend. A temporary failure is never
- * "unknown user": it stops the lookup and becomes 451 / [SYS/TEMP]. */
+ * may send as whom. A const backend vtable (local SQLite, LDAP) sits behind
+ * it; expansion of aliases and lists (loops, depth, duplicates) is done
+ * once, here, for every backend. A temporary failure is never "unknown
+ * user": it stops the lookup and becomes 451 / [SYS/TEMP].
+ *
+ * Beside a read-only backend (LDAP) the built-in directory
+ * (data_dir/directory.db) is opened too, for aliases, lists and added
+ * domains (issue 4: admins add lists and aliases without write rights in
+ * AD). Its aliases and lists are consulted first and shadow the backend's
+ * addresses of the same name; its users are ignored (users come from the
+ * backend only). Expansion goes through the same combined lookup, so a
+ * local list may hold LDAP users and LDAP groups. */
 #ifndef PR_DIRECTORY_H
 #define PR_DIRECTORY_H
 
@@ -46,6 +54,9 @@ typedef struct dir_user_t {
  * called concurrently from many threads. Unknown: PR_ENOTFOUND. Backend
  * unreachable: PR_ETEMPFAIL. */
 enum { DIR_CAP_WRITE = 1 };
+/* dir_caps only, never a backend's: alias and list writes have somewhere
+ * to go (the backend, or the built-in directory beside a read-only one). */
+enum { DIR_CAP_WRITE_ALIASES = 2 };
 typedef struct dir_backend_t {
     const char *name;
     unsigned caps;
@@ -95,9 +106,15 @@ typedef struct dir_backend_t {
 extern const dir_backend_t dir_local_backend;
 extern const dir_backend_t dir_ldap_backend;
 
-/* Open the backend named by [directory] backend ("local": data_dir/directory.db).
+/* Open the backend named by [directory] backend ("local": data_dir/directory.db),
+ * and beside a backend without DIR_CAP_WRITE the built-in directory too.
  * PR_EINVAL for an unknown backend name. */
 apr_status_t dir_open(dir_t **d_r, const pr_config_t *cfg, apr_pool_t *pool);
+/* For tests: dir_open with primary in place of the backend [directory]
+ * backend names, kept across dir_reload (a fake read-only backend shows the
+ * built-in directory beside it without an LDAP server). */
+apr_status_t dir_open_with(dir_t **d_r, const pr_config_t *cfg, const dir_backend_t *primary,
+                           apr_pool_t *pool);
 /* SIGHUP: reopen the backend with new settings (cfg must outlive the directory).
  * Calls in flight finish on the old backend; on failure the old one stays. */
 apr_status_t dir_reload(dir_t *d, const pr_config_t *cfg);
@@ -106,6 +123,9 @@ void dir_close(dir_t *d);
  * Prefer the dir_* calls below, which are safe against a concurrent reload. */
 const dir_backend_t *dir_backend(const dir_t *d);
 void *dir_backend_ctx(const dir_t *d);
+/* The admin writes this directory takes: DIR_CAP_WRITE (users, domains:
+ * the backend's own caps) and DIR_CAP_WRITE_ALIASES (aliases, lists). */
+unsigned dir_caps(dir_t *d);
 
 /* Lower-case and check an address "local@domain"; NULL if malformed. This is
  * the one normalisation every lookup uses. ASCII only; exactly one '@'; the
@@ -135,8 +155,17 @@ apr_status_t dir_resolve(dir_t *d, const char *address, dir_result_t **r_r, apr_
  * login with the same password is accepted without the slow hash while the
  * entry is young and the backend's tag is unchanged, so a new password
  * (set by this process or another, e.g. `postroom user passwd`) or a
- * disabled account takes effect at once. Failures are never cached. At most
- * DIR_AUTH_CACHE_MAX entries (oldest go first); dir_reload empties it. */
+ * disabled account takes effect at once. At most DIR_AUTH_CACHE_MAX entries
+ * (oldest go first); dir_reload empties it.
+ * Failures are remembered too, for every backend and the same TTL (issue 4:
+ * a phone retrying a stale password must not lock the account out of AD):
+ * HMAC(same key, "fail" 0 login 0 tag 0 password), the tag empty without
+ * auth_tag or for an unknown login. The same login with the same wrong
+ * password is answered PR_EAUTH without asking the backend; any other
+ * password (the right one included) goes to the backend, and a changed tag
+ * (a new password, an enabled account) misses at once. A table of its own,
+ * also bounded by DIR_AUTH_CACHE_MAX, so a spray of wrong passwords never
+ * pushes verified logins out. Empty passwords are never cached. */
 apr_status_t dir_authenticate(dir_t *d, const char *login, const char *password,
                               const char **user_r, apr_pool_t *pool);
 
@@ -144,12 +173,14 @@ apr_status_t dir_authenticate(dir_t *d, const char *login, const char *password,
 
 /* Counters of dir_authenticate, for tests and the console. */
 typedef struct dir_auth_stats_t {
-    apr_uint64_t verified; /* full checks by the backend (the slow hash) */
-    apr_uint64_t cached;   /* logins accepted from the cache */
-    apr_uint32_t entries;  /* entries in the cache now */
+    apr_uint64_t verified;       /* full checks by the backend (the slow hash) */
+    apr_uint64_t cached;         /* logins accepted from the cache */
+    apr_uint32_t entries;        /* entries in the cache now */
+    apr_uint64_t failed_cached;  /* logins refused from the failed-credential cache */
+    apr_uint32_t failed_entries; /* entries in the failed-credential cache now */
 } dir_auth_stats_t;
 void dir_auth_stats(dir_t *d, dir_auth_stats_t *out);
-/* Tests: bound the cache to max entries (default DIR_AUTH_CACHE_MAX). */
+/* Tests: bound each cache to max entries (default DIR_AUTH_CACHE_MAX). */
 void dir_auth_cache_set_max(dir_t *d, int max);
 
 /* May authenticated user send with this address as envelope sender / From:?
@@ -165,14 +196,24 @@ apr_status_t dir_password_verify(const char *hash, const char *password);
 /* One level of lookup (no expansion): what the address itself is.
  * PR_ENOTFOUND, PR_EINVAL (malformed), PR_ETEMPFAIL. */
 apr_status_t dir_lookup(dir_t *d, const char *address, dir_entry_t **e_r, apr_pool_t *pool);
-/* A user's settings. PR_ENOTFOUND if the address is not a user. */
+/* dir_lookup in the one place alias and list writes go (DIR_CAP_WRITE_ALIASES):
+ * the backend when writable, else the built-in directory beside it, whose
+ * users are answered here although lookups ignore them. For admin checks
+ * (is the name taken where it would be written?). PR_EPERM: nowhere. */
+apr_status_t dir_lookup_writable(dir_t *d, const char *address, dir_entry_t **e_r,
+                                 apr_pool_t *pool);
+/* A user's settings (the backend's users only). PR_ENOTFOUND if the
+ * address is not a user. */
 apr_status_t dir_user_get(dir_t *d, const char *address, dir_user_t **u_r, apr_pool_t *pool);
 
 /* Admin writes, safe against a concurrent dir_reload. Addresses are
  * normalised here (PR_EINVAL if malformed); PR_EPERM if the backend is
  * read-only. Checks that need a message for a human (local domain, target
  * exists) are the caller's (admin/); the backend enforces uniqueness:
- * PR_EEXIST, PR_ENOTFOUND. */
+ * PR_EEXIST, PR_ENOTFOUND. Aliases and lists (written and listed) go to the
+ * built-in directory when the backend is read-only; users and domains do
+ * not (PR_EPERM), though domains added before still count as local and are
+ * listed. */
 apr_status_t dir_domain_add(dir_t *d, const char *domain);
 apr_status_t dir_domain_del(dir_t *d, const char *domain);
 /* Domains added to the backend (not those of [server] domains). */

@@ -131,7 +131,9 @@ apr_status_t dir_password_verify(const char *hash, const char *password)
     if (!pw_parse_param(&s, "p", &pp.p) || *s++ != '$') return PR_EAUTH;
     if (!pw_params_sane(&pp)) return PR_EAUTH;
     if (!pw_parse_b64(&s, '$', salt, &saltlen)) return PR_EAUTH;
-    if (!pw_parse_b64(&s, '\0', want, &wantlen)) return PR_EAUTH;
+    /* Exactly the length we store: scrypt's shorter outputs are prefixes of
+     * the full one, so a truncated hash would still "match". */
+    if (!pw_parse_b64(&s, '\0', want, &wantlen) || wantlen != PW_HASH_LEN) return PR_EAUTH;
     if (!pw_scrypt(got, wantlen, password, salt, saltlen, &pp)) return PR_ETEMPFAIL;
     if (CRYPTO_memcmp(got, want, wantlen) == 0) st = APR_SUCCESS;
     OPENSSL_cleanse(got, sizeof(got));

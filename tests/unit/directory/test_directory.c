@@ -1,7 +1,9 @@
 /* Unit tests for the directory: address normalisation (and the tricks that
  * must never reach a local mailbox), scrypt password strings, the local
  * SQLite backend, alias/list expansion (loops, depth, duplicates, limits),
- * authentication and who may send as whom. */
+ * authentication, the verified- and failed-credential caches, who may send
+ * as whom, and the built-in directory beside a read-only backend (a fake
+ * one here: LDAP itself is tested against slapd in tests/integration). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -253,12 +255,13 @@ static void test_user_auth(void **state)
                      PR_EAUTH);
     assert_int_equal(dir_authenticate(f->d, "not an address", "s3cret", &user, f->pool), PR_EAUTH);
 
-    /* unknown users cost about as much as known ones (a dummy hash is checked) */
+    /* unknown users cost about as much as known ones (a dummy hash is
+     * checked); passwords not tried before, so neither answer is cached */
     apr_time_t t0 = apr_time_now();
-    dir_authenticate(f->d, "alice@example.test", "wrong", &user, f->pool);
+    dir_authenticate(f->d, "alice@example.test", "wrong-t", &user, f->pool);
     apr_time_t known = apr_time_now() - t0;
     t0 = apr_time_now();
-    dir_authenticate(f->d, "nobody@example.test", "wrong", &user, f->pool);
+    dir_authenticate(f->d, "nobody@example.test", "wrong-t", &user, f->pool);
     apr_time_t unknown = apr_time_now() - t0;
     assert_true(unknown * 4 >= known);
 
@@ -637,13 +640,16 @@ static void test_auth_cache_hit(void **state)
     assert_int_equal(s.verified, 5);
     assert_int_equal(s.entries, 2);
 
-    /* failures are never cached: an unknown login is checked in full each time */
+    /* a failure goes to the failed-credential cache, never to this one:
+     * the same unknown login and password again is refused from there */
     for (int i = 0; i < 2; i++)
         assert_int_equal(dir_authenticate(f->d, "nobody@example.test", "s3cret", &user, f->pool),
                          PR_EAUTH);
     s = auth_stats(f->d);
-    assert_int_equal(s.verified, 7);
+    assert_int_equal(s.verified, 6);
+    assert_int_equal(s.failed_cached, 1);
     assert_int_equal(s.entries, 2);
+    assert_int_equal(s.failed_entries, 2); /* "s3creT" and nobody's; empty ones never */
 }
 
 static void test_auth_cache_password_change(void **state)
@@ -676,14 +682,16 @@ static void test_auth_cache_password_change(void **state)
     s = auth_stats(f->d);
     assert_int_equal(s.verified, 3);
     assert_int_equal(s.cached, 2);
+    /* the stale password again: refused from the failed-credential cache */
     assert_int_equal(dir_authenticate(f->d, "alice@example.test", "old-pw", &user, f->pool),
                      PR_EAUTH);
+    assert_int_equal(auth_stats(f->d).failed_cached, 1);
 
     /* the same password set again is a new credential (new salt): checked anew */
     assert_int_equal(dir_user_set_password(f->d, "alice@example.test", "new-pw"), APR_SUCCESS);
     assert_int_equal(dir_authenticate(f->d, "alice@example.test", "new-pw", &user, f->pool),
                      APR_SUCCESS);
-    assert_int_equal(auth_stats(f->d).verified, 5);
+    assert_int_equal(auth_stats(f->d).verified, 4);
 
     /* disabled by another process: refused although the entry is fresh */
     db_exec(f, "UPDATE users SET enabled = 0 WHERE address = 'alice@example.test'");
@@ -775,6 +783,564 @@ static void test_auth_cache_reload_and_bound(void **state)
     assert_int_equal(auth_stats(f->d).verified, s.verified + 1);
     dir_auth_cache_set_max(f->d, 0);
     assert_int_equal(auth_stats(f->d).entries, 0);
+    dir_auth_cache_set_max(f->d, DIR_AUTH_CACHE_MAX);
+}
+
+/* ---- failed-credential cache with the local backend */
+
+static void test_auth_fail_cache_local(void **state)
+{
+    fixture_t *f = *state;
+    const char *user;
+    dir_t *cli;
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "real-pw"), APR_SUCCESS);
+
+    /* the user keeps typing a password that is not (yet) hers */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "typed-pw", &user, f->pool),
+                         PR_EAUTH);
+    dir_auth_stats_t s = auth_stats(f->d);
+    assert_int_equal(s.verified, 1);
+    assert_int_equal(s.failed_cached, 2);
+    assert_int_equal(s.failed_entries, 1);
+
+    /* the admin sets it to exactly that, from another process: the stored
+     * hash (the tag) changed, so the remembered failure no longer matches */
+    assert_int_equal(dir_open(&cli, f->cfg, f->pool), APR_SUCCESS);
+    assert_int_equal(dir_user_set_password(cli, "alice@example.test", "typed-pw"), APR_SUCCESS);
+    dir_close(cli);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "typed-pw", &user, f->pool),
+                     APR_SUCCESS);
+    assert_string_equal(user, "alice@example.test");
+    assert_int_equal(auth_stats(f->d).verified, s.verified + 1);
+}
+
+/* ---- a fake read-only backend (an LDAP directory without the server)
+ *
+ * Users alice, bob, carol @example.test; alice.smith@ is an address of
+ * alice's (an alias); staff@ a group of alice and bob; down@ answers a
+ * temporary failure. It counts logins, so the tests see which attempts
+ * reached it. */
+
+static struct {
+    int opens, closes;
+    int auth_calls;
+    const char *alice_pw; /* changes like a password set in AD */
+    int alice_version;    /* the tagged variant's tag */
+} fake;
+
+static const char *const fake_users[] = {"alice@example.test", "bob@example.test",
+                                         "carol@example.test"};
+
+static apr_status_t fake_open(void **ctx_r, const pr_config_t *cfg, apr_pool_t *pool)
+{
+    (void)cfg;
+    (void)pool;
+    fake.opens++;
+    *ctx_r = &fake;
+    return APR_SUCCESS;
+}
+
+static void fake_close(void *ctx)
+{
+    (void)ctx;
+    fake.closes++;
+}
+
+static apr_status_t fake_domain_is_local(void *ctx, const char *domain)
+{
+    (void)ctx;
+    (void)domain;
+    return PR_ENOTFOUND;
+}
+
+static apr_status_t fake_lookup(void *ctx, const char *address, dir_entry_t **e_r, apr_pool_t *pool)
+{
+    (void)ctx;
+    dir_entry_t *e = apr_pcalloc(pool, sizeof(*e));
+    e->address = apr_pstrdup(pool, address);
+    e->targets = apr_array_make(pool, 2, sizeof(const char *));
+    if (strcmp(address, "down@example.test") == 0) return PR_ETEMPFAIL;
+    if (strcmp(address, "alice.smith@example.test") == 0) {
+        e->kind = DIR_KIND_ALIAS;
+        APR_ARRAY_PUSH(e->targets, const char *) = "alice@example.test";
+    } else if (strcmp(address, "staff@example.test") == 0) {
+        e->kind = DIR_KIND_LIST;
+        APR_ARRAY_PUSH(e->targets, const char *) = "alice@example.test";
+        APR_ARRAY_PUSH(e->targets, const char *) = "bob@example.test";
+    } else {
+        e->kind = DIR_KIND_MAILBOX;
+        int found = 0;
+        for (size_t i = 0; i < sizeof(fake_users) / sizeof(fake_users[0]); i++)
+            found |= strcmp(address, fake_users[i]) == 0;
+        if (!found) return PR_ENOTFOUND;
+    }
+    *e_r = e;
+    return APR_SUCCESS;
+}
+
+static apr_status_t fake_authenticate(void *ctx, const char *login, const char *password,
+                                      const char **user_r, apr_pool_t *pool)
+{
+    (void)ctx;
+    fake.auth_calls++;
+    const char *a = dir_address_normalize(login, pool);
+    if (a && strcmp(a, "down@example.test") == 0) return PR_ETEMPFAIL;
+    if (!a || !password || !*password) return PR_EAUTH;
+    const char *want = strcmp(a, "alice@example.test") == 0   ? fake.alice_pw
+                       : strcmp(a, "bob@example.test") == 0   ? "bob-pw"
+                       : strcmp(a, "carol@example.test") == 0 ? "carol-pw"
+                                                              : NULL;
+    if (!want || strcmp(password, want) != 0) return PR_EAUTH;
+    *user_r = a;
+    return APR_SUCCESS;
+}
+
+static apr_status_t fake_auth_tag(void *ctx, const char *login, const char **user_r,
+                                  const char **tag_r, apr_pool_t *pool)
+{
+    (void)ctx;
+    const char *a = dir_address_normalize(login, pool);
+    if (!a || (strcmp(a, "alice@example.test") != 0 && strcmp(a, "bob@example.test") != 0))
+        return PR_ENOTFOUND;
+    *user_r = a;
+    *tag_r = apr_psprintf(pool, "v%d", a[0] == 'a' ? fake.alice_version : 0);
+    return APR_SUCCESS;
+}
+
+static const dir_backend_t fake_backend = {
+    .name = "fake",
+    .caps = 0,
+    .open = fake_open,
+    .close = fake_close,
+    .domain_is_local = fake_domain_is_local,
+    .lookup = fake_lookup,
+    .authenticate = fake_authenticate,
+};
+
+/* The same with auth_tag (as LDAP has): verified logins are cached too. */
+static const dir_backend_t fake_tagged_backend = {
+    .name = "fake-tagged",
+    .caps = 0,
+    .open = fake_open,
+    .close = fake_close,
+    .domain_is_local = fake_domain_is_local,
+    .lookup = fake_lookup,
+    .authenticate = fake_authenticate,
+    .auth_tag = fake_auth_tag,
+};
+
+static int setup_fake_with(void **state, const dir_backend_t *be)
+{
+    memset(&fake, 0, sizeof(fake));
+    fake.alice_pw = "alice-pw";
+    assert_int_equal(setup(state), 0);
+    fixture_t *f = *state;
+    /* the data dir's directory.db exists (setup's local directory): the
+     * fake's directory opens it beside the fake */
+    dir_close(f->d);
+    f->cfg->directory.backend = "ldap"; /* never used: the fake takes its place */
+    assert_int_equal(dir_open_with(&f->d, f->cfg, be, f->pool), APR_SUCCESS);
+    return 0;
+}
+
+static int setup_fake(void **state)
+{
+    return setup_fake_with(state, &fake_backend);
+}
+
+static int setup_fake_tagged(void **state)
+{
+    return setup_fake_with(state, &fake_tagged_backend);
+}
+
+/* A second handle with the built-in directory as the backend, as it was
+ * before the switch to LDAP (or another process on the same data dir). */
+static dir_t *open_builtin(fixture_t *f)
+{
+    pr_config_t *cfg = apr_pmemdup(f->pool, f->cfg, sizeof(*f->cfg));
+    dir_t *d;
+    cfg->directory.backend = "local";
+    assert_int_equal(dir_open(&d, cfg, f->pool), APR_SUCCESS);
+    return d;
+}
+
+/* ---- the built-in directory beside a read-only backend (issue 4) */
+
+static void test_overlay_aliases_and_lists(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    dir_result_t *r;
+    dir_entry_t *e;
+    apr_array_header_t *arr;
+    const char *teachers[] = {"alice@example.test", "bob@example.test"};
+
+    assert_int_equal(dir_caps(f->d), DIR_CAP_WRITE_ALIASES);
+    assert_string_equal(dir_backend(f->d)->name, "fake");
+
+    /* an alias of backend users, written to the built-in directory */
+    assert_int_equal(dir_alias_add(f->d, "Teachers@example.test", teachers, 2), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "teachers@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_ALIAS);
+    assert_int_equal(r->mailboxes->nelts, 2);
+    assert_true(has(r->mailboxes, "alice@example.test"));
+    assert_true(has(r->mailboxes, "bob@example.test"));
+
+    /* a local list of a backend user, a backend group, a backend alias and
+     * a remote address: expanded through the combined lookup, once each */
+    assert_int_equal(dir_list_add(f->d, "class-7b@example.test"), APR_SUCCESS);
+    static const char *const members[] = {"alice@example.test", "staff@example.test",
+                                          "alice.smith@example.test", "Pupil@Remote.test"};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(dir_list_member_add(f->d, "class-7b@example.test", members[i]),
+                         APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "class-7b@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_LIST);
+    assert_int_equal(r->mailboxes->nelts, 2);
+    assert_true(has(r->mailboxes, "alice@example.test"));
+    assert_true(has(r->mailboxes, "bob@example.test"));
+    assert_int_equal(r->external->nelts, 1);
+    /* stored normalised by dir_list_member_add */
+    assert_string_equal(APR_ARRAY_IDX(r->external, 0, const char *), "pupil@remote.test");
+
+    /* a local list holding a local alias and a backend user */
+    assert_int_equal(dir_list_add(f->d, "all@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "all@example.test", "teachers@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "all@example.test", "carol@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "all@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 3);
+    assert_true(has(r->mailboxes, "carol@example.test"));
+
+    /* listed from the built-in directory */
+    assert_int_equal(dir_alias_list(f->d, &arr, p), APR_SUCCESS);
+    assert_int_equal(arr->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(arr, 0, dir_entry_t *)->address, "teachers@example.test");
+    assert_int_equal(dir_list_list(f->d, &arr, p), APR_SUCCESS);
+    assert_int_equal(arr->nelts, 2);
+
+    /* where writes go vs. the combined view */
+    assert_int_equal(dir_lookup_writable(f->d, "teachers@example.test", &e, p), APR_SUCCESS);
+    assert_int_equal(e->kind, DIR_KIND_ALIAS);
+    assert_int_equal(dir_lookup_writable(f->d, "alice@example.test", &e, p), PR_ENOTFOUND);
+    assert_int_equal(dir_lookup_writable(f->d, "bad address", &e, p), PR_EINVAL);
+    assert_int_equal(dir_lookup(f->d, "alice@example.test", &e, p), APR_SUCCESS);
+    assert_int_equal(e->kind, DIR_KIND_MAILBOX);
+
+    /* who may send as the local alias and list */
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "teachers@example.test", p),
+                     APR_SUCCESS);
+    assert_int_equal(dir_sender_allowed(f->d, "carol@example.test", "teachers@example.test", p),
+                     PR_EPERM);
+    assert_int_equal(dir_sender_allowed(f->d, "alice@example.test", "class-7b@example.test", p),
+                     APR_SUCCESS);
+    /* bob is in it only through staff@: not a direct member */
+    assert_int_equal(dir_sender_allowed(f->d, "bob@example.test", "class-7b@example.test", p),
+                     PR_EPERM);
+
+    /* deleted again */
+    assert_int_equal(dir_list_member_del(f->d, "class-7b@example.test", "staff@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "class-7b@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+    assert_int_equal(dir_alias_del(f->d, "teachers@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "teachers@example.test", &r, p), PR_ENOTFOUND);
+    assert_int_equal(dir_list_del(f->d, "class-7b@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "class-7b@example.test", &r, p), PR_ENOTFOUND);
+}
+
+static void test_overlay_users_read_only(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    dir_result_t *r;
+    dir_entry_t *e;
+    dir_user_t *u;
+    apr_array_header_t *arr;
+    const char *user;
+
+    /* user and domain writes: the backend's, which has none */
+    assert_int_equal(dir_user_add(f->d, "new@example.test", "pw"), PR_EPERM);
+    assert_int_equal(dir_user_set_password(f->d, "alice@example.test", "pw"), PR_EPERM);
+    assert_int_equal(dir_user_set_quota(f->d, "alice@example.test", 1024), PR_EPERM);
+    assert_int_equal(dir_user_del(f->d, "alice@example.test"), PR_EPERM);
+    assert_int_equal(dir_user_list(f->d, &arr, p), PR_EPERM);
+    assert_int_equal(dir_domain_add(f->d, "new.test"), PR_EPERM);
+    assert_int_equal(dir_domain_del(f->d, "new.test"), PR_EPERM);
+
+    /* users left in the built-in directory (from before the switch) are
+     * not users any more: not for mail, not for logins */
+    dir_t *b = open_builtin(f);
+    assert_int_equal(dir_caps(b), DIR_CAP_WRITE | DIR_CAP_WRITE_ALIASES);
+    assert_int_equal(dir_user_add(b, "ghost@example.test", "ghost-pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(b, "alice@example.test", "local-pw"), APR_SUCCESS);
+    assert_int_equal(dir_domain_add(b, "added.test"), APR_SUCCESS);
+    dir_close(b);
+    assert_int_equal(dir_resolve(f->d, "ghost@example.test", &r, p), PR_ENOTFOUND);
+    assert_int_equal(dir_lookup(f->d, "ghost@example.test", &e, p), PR_ENOTFOUND);
+    assert_int_equal(dir_user_get(f->d, "ghost@example.test", &u, p), PR_ENOTFOUND);
+    assert_int_equal(dir_authenticate(f->d, "ghost@example.test", "ghost-pw", &user, p), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "local-pw", &user, p), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "alice-pw", &user, p),
+                     APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "alice@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_MAILBOX);
+    assert_int_equal(dir_user_get(f->d, "alice@example.test", &u, p), APR_SUCCESS);
+    assert_int_equal(u->quota, -1);
+
+    /* an added domain still counts, and is listed */
+    assert_int_equal(dir_domain_is_local(f->d, "Added.test"), APR_SUCCESS);
+    assert_int_equal(dir_domain_is_local(f->d, "other.test"), PR_ENOTFOUND);
+    assert_int_equal(dir_domain_list(f->d, &arr, p), APR_SUCCESS);
+    assert_int_equal(arr->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(arr, 0, const char *), "added.test");
+    const char *t[] = {"alice@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "office@added.test", t, 1), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "office@added.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+
+    /* the built-in directory keeps one address one thing */
+    assert_int_equal(dir_alias_add(f->d, "ghost@example.test", t, 1), PR_EEXIST);
+    assert_int_equal(dir_lookup_writable(f->d, "ghost@example.test", &e, p), APR_SUCCESS);
+    assert_int_equal(e->kind, DIR_KIND_MAILBOX);
+}
+
+static void test_overlay_shadow(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    dir_result_t *r;
+    dir_user_t *u;
+    const char *carol[] = {"carol@example.test"};
+    const char *bob[] = {"bob@example.test"};
+
+    assert_int_equal(dir_resolve(f->d, "staff@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_LIST);
+    assert_int_equal(r->mailboxes->nelts, 2);
+
+    /* a local alias of the backend group's name comes first */
+    assert_int_equal(dir_alias_add(f->d, "staff@example.test", carol, 1), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "staff@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_ALIAS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(r->mailboxes, 0, const char *), "carol@example.test");
+
+    /* even over a user's address, and expansion meets it too; the user
+     * herself is still a user (she logs in, her quota applies) */
+    assert_int_equal(dir_alias_add(f->d, "carol@example.test", bob, 1), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "staff@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(r->mailboxes, 0, const char *), "bob@example.test");
+    assert_int_equal(dir_user_get(f->d, "carol@example.test", &u, p), APR_SUCCESS);
+    assert_string_equal(u->address, "carol@example.test");
+
+    /* deleted: the backend's answer is back */
+    assert_int_equal(dir_alias_del(f->d, "carol@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_alias_del(f->d, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "staff@example.test", &r, p), APR_SUCCESS);
+    assert_int_equal(r->kind, DIR_KIND_LIST);
+    assert_int_equal(r->mailboxes->nelts, 2);
+
+    /* a temporary failure of the backend under a local list stops it */
+    assert_int_equal(dir_list_add(f->d, "ops@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "ops@example.test", "alice@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "ops@example.test", "down@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "ops@example.test", &r, p), PR_ETEMPFAIL);
+}
+
+static void test_overlay_reload(void **state)
+{
+    fixture_t *f = *state;
+    dir_result_t *r;
+    const char *t[] = {"alice@example.test", "bob@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "teachers@example.test", t, 2), APR_SUCCESS);
+    assert_int_equal(fake.opens, 1);
+
+    assert_int_equal(dir_reload(f->d, f->cfg), APR_SUCCESS);
+    assert_int_equal(fake.opens, 2);
+    assert_int_equal(fake.closes, 1);
+    assert_string_equal(dir_backend(f->d)->name, "fake");
+    assert_int_equal(dir_caps(f->d), DIR_CAP_WRITE_ALIASES);
+    assert_int_equal(dir_resolve(f->d, "teachers@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 2);
+    assert_int_equal(dir_list_add(f->d, "after@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "after@example.test", "teachers@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "after@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 2);
+
+    /* the same data dir written by another process while loaded */
+    dir_t *b = open_builtin(f);
+    assert_int_equal(dir_alias_del(b, "teachers@example.test"), APR_SUCCESS);
+    dir_close(b);
+    assert_int_equal(dir_resolve(f->d, "teachers@example.test", &r, f->pool), PR_ENOTFOUND);
+}
+
+/* ---- failed-credential cache, with the counting fake */
+
+static void test_auth_fail_cache(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    const char *user;
+
+    /* the phone with the stale password: one bind, then the cache */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "stale", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 1);
+    /* the login is normalised as an address: the same key */
+    assert_int_equal(dir_authenticate(f->d, "ALICE@Example.test", "stale", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 1);
+    dir_auth_stats_t s = auth_stats(f->d);
+    assert_int_equal(s.verified, 1);
+    assert_int_equal(s.failed_cached, 3);
+    assert_int_equal(s.failed_entries, 1);
+    assert_int_equal(s.entries, 0);
+
+    /* another wrong password goes to the backend (and is remembered too) */
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "stale-2", &user, p), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "stale-2", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 2);
+    assert_int_equal(auth_stats(f->d).failed_entries, 2);
+
+    /* the right password works at once, every time (no auth_tag: no
+     * verified cache, every success is the backend's) */
+    for (int i = 0; i < 2; i++) {
+        user = NULL;
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "alice-pw", &user, p),
+                         APR_SUCCESS);
+        assert_string_equal(user, "alice@example.test");
+    }
+    assert_int_equal(fake.auth_calls, 4);
+    assert_int_equal(auth_stats(f->d).cached, 0);
+
+    /* a success keeps the failures: the stale phone is still answered here */
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "stale", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 4);
+
+    /* keyed by login: the same password for another login, or alice by
+     * another name, is asked */
+    assert_int_equal(dir_authenticate(f->d, "bob@example.test", "stale", &user, p), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice", "stale", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 6);
+    assert_int_equal(dir_authenticate(f->d, "alice", "stale", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 6);
+
+    /* never remembered: empty passwords and temporary failures */
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "", &user, p), PR_EAUTH);
+        assert_int_equal(dir_authenticate(f->d, "down@example.test", "x", &user, p), PR_ETEMPFAIL);
+    }
+    assert_int_equal(fake.auth_calls, 10);
+
+    /* a reload forgets them */
+    assert_int_equal(dir_reload(f->d, f->cfg), APR_SUCCESS);
+    assert_int_equal(auth_stats(f->d).failed_entries, 0);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "stale", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 11);
+}
+
+static void test_auth_fail_cache_ttl(void **state)
+{
+    fixture_t *f = *state;
+    const char *user;
+
+    f->cfg->directory.auth_cache_ttl = apr_time_from_msec(300);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "stale", &user, f->pool),
+                         PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 1);
+    apr_sleep(apr_time_from_msec(400));
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "stale", &user, f->pool),
+                         PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 2);
+
+    /* ttl 0: off, every attempt reaches the backend, nothing kept */
+    f->cfg->directory.auth_cache_ttl = 0;
+    assert_int_equal(dir_reload(f->d, f->cfg), APR_SUCCESS);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "stale", &user, f->pool),
+                         PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 5);
+    dir_auth_stats_t s = auth_stats(f->d);
+    assert_int_equal(s.failed_entries, 0);
+    assert_int_equal(s.failed_cached, 2); /* one in each TTL above */
+}
+
+static void test_auth_fail_cache_bound(void **state)
+{
+    fixture_t *f = *state;
+    const char *user;
+    static const char *const pw[] = {"w1", "w2", "w3"};
+
+    dir_auth_cache_set_max(f->d, 2);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", pw[i], &user, f->pool),
+                         PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 3);
+    assert_int_equal(auth_stats(f->d).failed_entries, 2);
+    /* the two newest are kept, the oldest went */
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "w3", &user, f->pool), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "w2", &user, f->pool), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 3);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "w1", &user, f->pool), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 4);
+    assert_int_equal(auth_stats(f->d).failed_entries, 2);
+    dir_auth_cache_set_max(f->d, 1);
+    assert_int_equal(auth_stats(f->d).failed_entries, 1);
+    dir_auth_cache_set_max(f->d, 0);
+    assert_int_equal(auth_stats(f->d).failed_entries, 0);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "w1", &user, f->pool), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "w1", &user, f->pool), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 6);
+    assert_int_equal(auth_stats(f->d).failed_entries, 0);
+    dir_auth_cache_set_max(f->d, DIR_AUTH_CACHE_MAX);
+}
+
+static void test_auth_fail_cache_tagged(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    const char *user;
+
+    /* the user keeps typing the password she is about to get */
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(dir_authenticate(f->d, "alice@example.test", "typed", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, 1);
+    /* set in the directory: a new tag, so it works at once */
+    fake.alice_pw = "typed";
+    fake.alice_version++;
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "typed", &user, p), APR_SUCCESS);
+    assert_int_equal(fake.auth_calls, 2);
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "typed", &user, p), APR_SUCCESS);
+    assert_int_equal(fake.auth_calls, 2);
+    dir_auth_stats_t s = auth_stats(f->d);
+    assert_int_equal(s.cached, 1);
+    assert_int_equal(s.entries, 1);
+
+    /* a spray of wrong passwords fills only the failure table: the
+     * verified login stays cached */
+    dir_auth_cache_set_max(f->d, 2);
+    for (int i = 0; i < 5; i++) {
+        const char *pw = apr_psprintf(p, "spray-%d", i);
+        assert_int_equal(dir_authenticate(f->d, "bob@example.test", pw, &user, p), PR_EAUTH);
+    }
+    s = auth_stats(f->d);
+    assert_int_equal(s.failed_entries, 2);
+    assert_int_equal(s.entries, 1);
+    int calls = fake.auth_calls;
+    assert_int_equal(dir_authenticate(f->d, "alice@example.test", "typed", &user, p), APR_SUCCESS);
+    assert_int_equal(fake.auth_calls, calls);
+
+    /* an unknown login (no tag) is remembered with the empty tag */
+    assert_int_equal(dir_authenticate(f->d, "nobody@example.test", "x", &user, p), PR_EAUTH);
+    assert_int_equal(dir_authenticate(f->d, "nobody@example.test", "x", &user, p), PR_EAUTH);
+    assert_int_equal(fake.auth_calls, calls + 1);
     dir_auth_cache_set_max(f->d, DIR_AUTH_CACHE_MAX);
 }
 
@@ -897,6 +1463,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_auth_cache_password_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_cache_ttl, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_cache_reload_and_bound, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_fail_cache_local, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overlay_aliases_and_lists, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_overlay_users_read_only, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_overlay_shadow, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_overlay_reload, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_fail_cache, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_fail_cache_ttl, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_fail_cache_bound, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_auth_fail_cache_tagged, setup_fake_tagged, teardown),
         cmocka_unit_test_setup_teardown(test_user_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_unknown_backend, setup, teardown),
