@@ -23,48 +23,33 @@ struct pr_server_t {
     pr_listener_t *listener;
 };
 
-static apr_status_t server_listen(pr_server_t *srv, const pr_endpoints_t *eps, smtp_service_e kind,
+/* One service on each of its endpoints. busy is the protocol's reply to a
+ * connection over the limits; name is for the log. */
+static apr_status_t server_listen(pr_server_t *srv, const pr_endpoints_t *eps, pr_session_fn fn,
+                                  void *service, const char *busy, const char *name,
                                   const char **err_r)
 {
     for (int i = 0; i < eps->n; i++) {
-        apr_status_t st = pr_listener_add(
-            srv->listener, &eps->v[i], smtp_session_run, smtp_server_service(srv->smtp, kind),
-            "421 4.7.0 Too many connections, try again later\r\n", err_r);
+        apr_status_t st = pr_listener_add(srv->listener, &eps->v[i], fn, service, busy, err_r);
         if (st != APR_SUCCESS) return st;
         pr_log_info(NULL, "listening on %s:%u (%s)", eps->v[i].host, (unsigned)eps->v[i].port,
-                    kind == SMTP_SERVICE_MX           ? "smtp"
-                    : kind == SMTP_SERVICE_SUBMISSION ? "submission"
-                                                      : "smtps");
+                    name);
     }
     return APR_SUCCESS;
+}
+
+static apr_status_t server_listen_smtp(pr_server_t *srv, const pr_endpoints_t *eps,
+                                       smtp_service_e kind, const char *name, const char **err_r)
+{
+    return server_listen(srv, eps, smtp_session_run, smtp_server_service(srv->smtp, kind),
+                         "421 4.7.0 Too many connections, try again later\r\n", name, err_r);
 }
 
 static apr_status_t server_listen_pop3(pr_server_t *srv, const pr_endpoints_t *eps,
-                                       pop3_service_e kind, const char **err_r)
+                                       pop3_service_e kind, const char *name, const char **err_r)
 {
-    for (int i = 0; i < eps->n; i++) {
-        apr_status_t st = pr_listener_add(
-            srv->listener, &eps->v[i], pop3_session_run, pop3_server_service(srv->pop3, kind),
-            "-ERR [SYS/TEMP] Too many connections, try again later\r\n", err_r);
-        if (st != APR_SUCCESS) return st;
-        pr_log_info(NULL, "listening on %s:%u (%s)", eps->v[i].host, (unsigned)eps->v[i].port,
-                    kind == POP3_SERVICE_PLAIN ? "pop3" : "pop3s");
-    }
-    return APR_SUCCESS;
-}
-
-/* POP2 (RFC 937): only where [pop2] listen names endpoints; off by default. */
-static apr_status_t server_listen_pop2(pr_server_t *srv, const pr_endpoints_t *eps,
-                                       const char **err_r)
-{
-    for (int i = 0; i < eps->n; i++) {
-        apr_status_t st = pr_listener_add(srv->listener, &eps->v[i], pop2_session_run,
-                                          pop3_server_service(srv->pop3, POP3_SERVICE_POP2),
-                                          "- Too many connections\r\n", err_r);
-        if (st != APR_SUCCESS) return st;
-        pr_log_info(NULL, "listening on %s:%u (pop2)", eps->v[i].host, (unsigned)eps->v[i].port);
-    }
-    return APR_SUCCESS;
+    return server_listen(srv, eps, pop3_session_run, pop3_server_service(srv->pop3, kind),
+                         "-ERR [SYS/TEMP] Too many connections, try again later\r\n", name, err_r);
 }
 
 apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const char **err_r,
@@ -116,12 +101,16 @@ apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const
         *err_r = "cannot create the listener";
         return st;
     }
-    if ((st = server_listen(srv, &cfg->smtp.listen, SMTP_SERVICE_MX, err_r)) ||
-        (st = server_listen(srv, &cfg->smtp.submission, SMTP_SERVICE_SUBMISSION, err_r)) ||
-        (st = server_listen(srv, &cfg->smtp.smtps, SMTP_SERVICE_SMTPS, err_r)) ||
-        (st = server_listen_pop3(srv, &cfg->pop3.listen, POP3_SERVICE_PLAIN, err_r)) ||
-        (st = server_listen_pop3(srv, &cfg->pop3.pop3s, POP3_SERVICE_POP3S, err_r)) ||
-        (st = server_listen_pop2(srv, &cfg->pop2.listen, err_r)))
+    if ((st = server_listen_smtp(srv, &cfg->smtp.listen, SMTP_SERVICE_MX, "smtp", err_r)) ||
+        (st = server_listen_smtp(srv, &cfg->smtp.submission, SMTP_SERVICE_SUBMISSION, "submission",
+                                 err_r)) ||
+        (st = server_listen_smtp(srv, &cfg->smtp.smtps, SMTP_SERVICE_SMTPS, "smtps", err_r)) ||
+        (st = server_listen_pop3(srv, &cfg->pop3.listen, POP3_SERVICE_PLAIN, "pop3", err_r)) ||
+        (st = server_listen_pop3(srv, &cfg->pop3.pop3s, POP3_SERVICE_POP3S, "pop3s", err_r)) ||
+        /* POP2 (RFC 937): only where [pop2] listen names endpoints; off by default. */
+        (st = server_listen(srv, &cfg->pop2.listen, pop2_session_run,
+                            pop3_server_service(srv->pop3, POP3_SERVICE_POP2),
+                            "- Too many connections\r\n", "pop2", err_r)))
         return st;
     *srv_r = srv;
     return APR_SUCCESS;
