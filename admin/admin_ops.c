@@ -5,9 +5,11 @@
 #include "admin/admin_ops.h"
 #include "service/core/status.h"
 
+#include <apr_hash.h>
 #include <apr_strings.h>
 #include <apr_thread_mutex.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct admin_t {
@@ -126,10 +128,17 @@ static apr_status_t admin_store(admin_t *a, store_t **st_r, const char **err_r, 
 
 /* ---- checks shared by the operations */
 
+/* Does the backend take writes of its own entries (users; with LDAP's
+ * admin bind also their addresses and its lists' members)? */
+static int admin_backend_writes(admin_t *a)
+{
+    return (dir_caps(a->dir) & (DIR_CAP_WRITE | DIR_CAP_WRITE_USERS)) != 0;
+}
+
 /* Users and domains: the backend's own. */
 static int admin_writable(admin_t *a, const char **err_r, apr_pool_t *p)
 {
-    if (dir_caps(a->dir) & DIR_CAP_WRITE) return 1;
+    if (admin_backend_writes(a)) return 1;
     admin_fail(err_r, p, PR_EPERM,
                "the '%s' directory is read-only; make this change in the directory itself",
                dir_backend(a->dir)->name);
@@ -442,7 +451,7 @@ apr_status_t admin_alias_del(admin_t *a, const char *address, const char **err_r
     if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", address ? address : "");
     st = dir_alias_del(a->dir, n);
     if (st == PR_ENOTFOUND && dir_lookup(a->dir, n, &e, p) == APR_SUCCESS &&
-        e->kind == DIR_KIND_ALIAS && !(dir_caps(a->dir) & DIR_CAP_WRITE))
+        e->kind == DIR_KIND_ALIAS && !admin_backend_writes(a))
         return admin_fail_read_only(a, err_r, p, n, e->kind);
     if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "alias '%s' does not exist", n);
     if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
@@ -506,8 +515,13 @@ static apr_status_t admin_existing_list(admin_t *a, const char *list, const char
         *norm_r = n;
         return APR_SUCCESS;
     }
-    /* A group in LDAP: its members are changed there. */
+    /* A group in LDAP: its members are changed there, or here through
+     * the admin bind. */
     if (!e && (st = admin_lookup(a, n, &e, err_r, p)) != APR_SUCCESS) return st;
+    if (e && e->kind == DIR_KIND_LIST && admin_backend_writes(a)) {
+        *norm_r = n;
+        return APR_SUCCESS;
+    }
     if (e && e->kind == DIR_KIND_LIST) return admin_fail_read_only(a, err_r, p, n, e->kind);
     return admin_fail(err_r, p, PR_ENOTFOUND, "list '%s' does not exist", n);
 }
@@ -545,11 +559,73 @@ apr_status_t admin_list_member_del(admin_t *a, const char *list, const char *mem
     return APR_SUCCESS;
 }
 
+apr_status_t admin_list_policy(admin_t *a, const char *list, const char *policy, const char **err_r,
+                               apr_pool_t *p)
+{
+    const char *n = dir_address_normalize(list, p);
+    dir_post_policy_e pol;
+    dir_entry_t *e;
+    apr_status_t st;
+    if (!admin_aliases_writable(a, err_r, p)) return PR_EPERM;
+    if (!n) return admin_fail(err_r, p, PR_EINVAL, "invalid address '%s'", list ? list : "");
+    if (dir_post_policy_parse(&pol, policy) != APR_SUCCESS)
+        return admin_fail(err_r, p, PR_EINVAL,
+                          "unknown posting policy '%s' (expected anyone, members or local)",
+                          policy ? policy : "");
+    st = dir_list_set_policy(a->dir, n, pol);
+    if (st == PR_ENOTFOUND && dir_lookup(a->dir, n, &e, p) == APR_SUCCESS)
+        return admin_fail(err_r, p, st, "'%s' is %s, not a list", n, admin_kind_name(e->kind));
+    if (st == PR_ENOTFOUND) return admin_fail(err_r, p, st, "list '%s' does not exist", n);
+    if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, n);
+    return APR_SUCCESS;
+}
+
+static int admin_list_cmp(const void *x, const void *y)
+{
+    return strcmp(((const admin_list_t *)x)->address, ((const admin_list_t *)y)->address);
+}
+
 apr_status_t admin_list_show(admin_t *a, apr_array_header_t **out_r, const char **err_r,
                              apr_pool_t *p)
 {
-    apr_status_t st = dir_list_list(a->dir, out_r, p);
+    apr_array_header_t *lists, *policies, *out;
+    apr_hash_t *policy_of = apr_hash_make(p), *local = apr_hash_make(p);
+    apr_status_t st = dir_list_list(a->dir, &lists, p);
+    if (st == APR_SUCCESS) st = dir_list_policies(a->dir, &policies, p);
     if (st != APR_SUCCESS) return admin_fail_status(a, err_r, p, st, "list show");
+
+    for (int i = 0; i < policies->nelts; i++) {
+        dir_list_policy_t *lp = &APR_ARRAY_IDX(policies, i, dir_list_policy_t);
+        apr_hash_set(policy_of, lp->list, APR_HASH_KEY_STRING, lp);
+    }
+    out = apr_array_make(p, lists->nelts + policies->nelts, sizeof(admin_list_t));
+    for (int i = 0; i < lists->nelts; i++) {
+        const dir_entry_t *e = APR_ARRAY_IDX(lists, i, const dir_entry_t *);
+        const dir_list_policy_t *lp = apr_hash_get(policy_of, e->address, APR_HASH_KEY_STRING);
+        admin_list_t *l = apr_array_push(out);
+        l->address = e->address;
+        l->members = e->targets;
+        l->policy = lp ? lp->policy : DIR_POST_ANYONE;
+        apr_hash_set(local, e->address, APR_HASH_KEY_STRING, l);
+    }
+    /* A policy on an address not listed above: a list of the read-only
+     * backend, unless it has been deleted there since (then not shown). */
+    int added = 0;
+    for (int i = 0; i < policies->nelts; i++) {
+        const dir_list_policy_t *lp = &APR_ARRAY_IDX(policies, i, dir_list_policy_t);
+        dir_entry_t *e;
+        if (apr_hash_get(local, lp->list, APR_HASH_KEY_STRING)) continue;
+        st = dir_lookup(a->dir, lp->list, &e, p);
+        if (st == PR_ETEMPFAIL) return admin_fail_status(a, err_r, p, st, "list show");
+        if (st != APR_SUCCESS || e->kind != DIR_KIND_LIST) continue;
+        admin_list_t *l = apr_array_push(out);
+        l->address = lp->list;
+        l->members = NULL;
+        l->policy = lp->policy;
+        added = 1;
+    }
+    if (added) qsort(out->elts, (size_t)out->nelts, sizeof(admin_list_t), admin_list_cmp);
+    *out_r = out;
     return APR_SUCCESS;
 }
 

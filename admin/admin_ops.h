@@ -60,7 +60,22 @@ apr_status_t admin_list_member_add(admin_t *a, const char *list, const char *mem
                                    const char **err_r, apr_pool_t *p);
 apr_status_t admin_list_member_del(admin_t *a, const char *list, const char *member,
                                    const char **err_r, apr_pool_t *p);
-apr_status_t admin_list_show(admin_t *a, apr_array_header_t **out_r /* dir_entry_t* */,
+/* Who may post: policy is "anyone", "members" or "local" (see
+ * dir_post_policy_e); also for a list of a read-only backend. */
+apr_status_t admin_list_policy(admin_t *a, const char *list, const char *policy, const char **err_r,
+                               apr_pool_t *p);
+
+typedef struct admin_list_t {
+    const char *address;
+    /* const char*; NULL: a list of the read-only backend, shown for the
+     * policy set on it here (its members are kept there) */
+    apr_array_header_t *members;
+    dir_post_policy_e policy;
+} admin_list_t;
+
+/* The lists that can be changed here, and the read-only backend's lists
+ * that have a policy, by address. */
+apr_status_t admin_list_show(admin_t *a, apr_array_header_t **out_r /* admin_list_t */,
                              const char **err_r, apr_pool_t *p);
 apr_status_t admin_mailbox_show(admin_t *a, const char *address, admin_mailbox_t **out_r,
                                 const char **err_r, apr_pool_t *p);

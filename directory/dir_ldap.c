@@ -10,7 +10,11 @@
  * values of member_attributes: DNs (of users, or of groups, which are
  * expanded here, with or without an address of their own) or addresses
  * (rfc822MailMember). Expansion across addresses (loops, depth,
- * duplicates) is directory.c's, as for every backend.
+ * duplicates) is directory.c's, as for every backend. A nisMailAlias
+ * (when list_filter names it) is a list by its cn in every local domain,
+ * as in /etc/aliases. AD's big groups come in ranges ("member;range=0-1499")
+ * and are read to the end; the member DNs of a group are looked at many
+ * at a time, in one round trip.
  *
  * Answers are cached (lookups and login tags for cache_ttl, "no such
  * address" for negative_cache_ttl), so known users keep receiving and
@@ -22,68 +26,31 @@
  * [ldap] timeout, so a directory that accepts connections but never answers
  * gives PR_ETEMPFAIL in time and stalls nobody else; after a failure to
  * connect, new attempts back off (1 s doubling to 30 s). Referrals are not
- * chased. Every client value in a filter is escaped (ldap_filter.h). */
+ * chased (search references are skipped, a referral is "nothing here").
+ * Listings (`postroom user list`, --check's count) page (RFC 2696). Every
+ * client value in a filter is escaped (ldap_filter.h). */
 #include "directory/dir_internal.h"
-#include "directory/directory.h"
+#include "directory/dir_ldap_int.h"
 #include "directory/ldap_filter.h"
 #include "service/core/log.h"
 #include "service/core/status.h"
 
 #include <apr_file_io.h>
-#include <apr_hash.h>
 #include <apr_strings.h>
-#include <apr_thread_cond.h>
-#include <apr_thread_mutex.h>
-#include <ldap.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define LDAPB_POOL_MAX 64
-#define LDAPB_BACKOFF_MIN apr_time_from_sec(1)
-#define LDAPB_BACKOFF_MAX apr_time_from_sec(30)
-#define LDAPB_SIZELIMIT 2   /* a login or an address must name one entry */
-#define LDAPB_GROUP_DEPTH 8 /* nested groups without an address of their own */
-#define LDAPB_MEMBERS_MAX 5000
-#define LDAPB_CACHE_MAX 20000 /* entries; when full, the cache starts over */
-
-typedef struct ldapb_slot_t {
-    LDAP *ld;    /* NULL: not connected */
-    int as_user; /* last bound as a user: bind as the service before reuse */
-    int busy;
-} ldapb_slot_t;
-
-/* A cached answer: for a lookup, kind and the address and targets joined
- * by '\n' (addresses never hold one); for a login tag, user '\n' tag. */
-typedef struct ldapb_cached_t {
-    apr_time_t expires;
-    int found;
-    dir_kind_e kind;
-    char *text; /* malloc'ed */
-} ldapb_cached_t;
-
-typedef struct ldapb_t {
-    const pr_config_t *cfg;
-    apr_thread_mutex_t *cache_mu;
-    apr_hash_t *cache;         /* "L:address" / "T:login" -> ldapb_cached_t*; keys malloc'ed */
-    const char *bind_password; /* from bind_password_file; NULL: anonymous */
-    apr_thread_mutex_t *mu;
-    apr_thread_cond_t *freed;
-    ldapb_slot_t slots[LDAPB_POOL_MAX];
-    int n_slots;
-    apr_time_t retry_at; /* no new connection before this (backoff) */
-    apr_interval_time_t backoff;
-} ldapb_t;
-
 /* ---- connections */
 
-static struct timeval ldapb_tv(apr_interval_time_t t)
+struct timeval ldapb_tv(apr_interval_time_t t)
 {
     struct timeval tv = {(time_t)apr_time_sec(t), (suseconds_t)apr_time_usec(t)};
     return tv;
 }
 
 /* A temporary LDAP failure: the server is gone, slow or refused us. */
-static int ldapb_rc_is_down(int rc)
+int ldapb_rc_is_down(int rc)
 {
     return rc == LDAP_SERVER_DOWN || rc == LDAP_TIMEOUT || rc == LDAP_CONNECT_ERROR ||
            rc == LDAP_UNAVAILABLE || rc == LDAP_BUSY || rc == LDAP_UNWILLING_TO_PERFORM ||
@@ -98,7 +65,7 @@ static void ldapb_drop(ldapb_slot_t *sl)
     sl->as_user = 0;
 }
 
-static int ldapb_simple_bind(LDAP *ld, const char *dn, const char *password)
+int ldapb_simple_bind(LDAP *ld, const char *dn, const char *password)
 {
     struct berval cred;
     cred.bv_val = (char *)(password ? password : "");
@@ -114,46 +81,73 @@ static int ldapb_bind_service(ldapb_t *b, LDAP *ld)
     return ldapb_simple_bind(ld, dn, b->bind_password);
 }
 
-/* Connect to the first URI that answers: TLS as configured, then the
- * service bind. An LDAP result code. */
-static int ldapb_connect(ldapb_t *b, LDAP **ld_r)
+int ldapb_connect_uri(ldapb_t *b, const char *uri, const char *dn, const char *password,
+                      LDAP **ld_r, char *why, apr_size_t why_size)
 {
     const pr_config_t *cfg = b->cfg;
+    const char *stage = "connect";
+    LDAP *ld = NULL;
+    int rc = ldap_initialize(&ld, uri);
+    *ld_r = NULL;
+    if (rc != LDAP_SUCCESS) {
+        snprintf(why, why_size, "%s: %s", stage, ldap_err2string(rc));
+        return rc;
+    }
+    int v3 = LDAP_VERSION3, demand = LDAP_OPT_X_TLS_DEMAND, zero = 0;
+    struct timeval tv = ldapb_tv(cfg->ldap.timeout);
+    ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
+    ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
+    ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
+    ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv);
+    ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand);
+    if (cfg->ldap.ca_file && *cfg->ldap.ca_file)
+        ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, cfg->ldap.ca_file);
+    ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &zero);
+    /* Connect now (TCP, and TLS for ldaps://) rather than at the first
+     * operation: with an anonymous service bind and no StartTLS nothing
+     * else would touch the network here, and an unreachable first URI
+     * would never make way for the next one. */
+    rc = ldap_connect(ld);
+    if (rc == LDAP_SUCCESS && cfg->ldap.starttls && strncasecmp(uri, "ldap://", 7) == 0) {
+        stage = "StartTLS";
+        rc = ldap_start_tls_s(ld, NULL, NULL);
+    }
+    if (rc == LDAP_SUCCESS && dn && *dn) {
+        stage = "bind";
+        rc = ldapb_simple_bind(ld, dn, password);
+    }
+    if (rc == LDAP_SUCCESS) {
+        *ld_r = ld;
+        return rc;
+    }
+    /* libldap's own words (why a certificate was refused, what the server
+     * said about a bind) beside the result code's. */
+    char *diag = NULL;
+    ldap_get_option(ld, LDAP_OPT_DIAGNOSTIC_MESSAGE, &diag);
+    if (diag && strcmp(diag, "(unknown error code)") == 0) *diag = '\0'; /* GnuTLS: no news */
+    snprintf(why, why_size, "%s: %s%s%s%s", stage, ldap_err2string(rc), diag && *diag ? " (" : "",
+             diag && *diag ? diag : "", diag && *diag ? ")" : "");
+    ldap_memfree(diag);
+    ldap_unbind_ext_s(ld, NULL, NULL);
+    return rc;
+}
+
+int ldapb_connect(ldapb_t *b, const char *dn, const char *password, LDAP **ld_r)
+{
     int rc = LDAP_SERVER_DOWN;
-    for (int i = 0; i < cfg->ldap.uri.n; i++) {
-        const char *uri = cfg->ldap.uri.v[i];
-        LDAP *ld = NULL;
-        if ((rc = ldap_initialize(&ld, uri)) != LDAP_SUCCESS) {
-            pr_log_warn(NULL, "ldap: %s: %s", uri, ldap_err2string(rc));
-            continue;
-        }
-        int v3 = LDAP_VERSION3, demand = LDAP_OPT_X_TLS_DEMAND, zero = 0;
-        struct timeval tv = ldapb_tv(cfg->ldap.timeout);
-        ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &v3);
-        ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF);
-        ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
-        ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv);
-        ldap_set_option(ld, LDAP_OPT_X_TLS_REQUIRE_CERT, &demand);
-        if (cfg->ldap.ca_file && *cfg->ldap.ca_file)
-            ldap_set_option(ld, LDAP_OPT_X_TLS_CACERTFILE, cfg->ldap.ca_file);
-        ldap_set_option(ld, LDAP_OPT_X_TLS_NEWCTX, &zero);
-        rc = LDAP_SUCCESS;
-        if (cfg->ldap.starttls && strncasecmp(uri, "ldap://", 7) == 0)
-            rc = ldap_start_tls_s(ld, NULL, NULL);
-        if (rc == LDAP_SUCCESS) rc = ldapb_bind_service(b, ld);
-        if (rc == LDAP_SUCCESS) {
-            *ld_r = ld;
+    for (int i = 0; i < b->cfg->ldap.uri.n; i++) {
+        char why[512];
+        const char *uri = b->cfg->ldap.uri.v[i];
+        if ((rc = ldapb_connect_uri(b, uri, dn, password, ld_r, why, sizeof(why))) == LDAP_SUCCESS)
             return rc;
-        }
-        pr_log_warn(NULL, "ldap: %s: %s", uri, ldap_err2string(rc));
-        ldap_unbind_ext_s(ld, NULL, NULL);
+        pr_log_warn(NULL, "ldap: %s: %s", uri, why);
     }
     return rc;
 }
 
 /* Borrow a connected handle, bound as the service. PR_ETEMPFAIL when none
  * frees up within the timeout or the directory cannot be reached. */
-static apr_status_t ldapb_acquire(ldapb_t *b, ldapb_slot_t **sl_r)
+apr_status_t ldapb_acquire(ldapb_t *b, ldapb_slot_t **sl_r)
 {
     apr_time_t deadline = apr_time_now() + b->cfg->ldap.timeout;
     ldapb_slot_t *sl = NULL;
@@ -184,7 +178,7 @@ static apr_status_t ldapb_acquire(ldapb_t *b, ldapb_slot_t **sl_r)
 
     int rc = LDAP_SUCCESS;
     if (need_connect) {
-        rc = ldapb_connect(b, &sl->ld);
+        rc = ldapb_connect(b, b->cfg->ldap.bind_dn, b->bind_password, &sl->ld);
         apr_thread_mutex_lock(b->mu);
         if (rc == LDAP_SUCCESS) {
             b->backoff = 0;
@@ -213,7 +207,7 @@ static apr_status_t ldapb_acquire(ldapb_t *b, ldapb_slot_t **sl_r)
 
 /* Give a handle back; a handle that failed (rc says the server is down or
  * timed out) is closed, so the next user reconnects. */
-static void ldapb_release(ldapb_t *b, ldapb_slot_t *sl, int rc)
+void ldapb_release(ldapb_t *b, ldapb_slot_t *sl, int rc)
 {
     if (ldapb_rc_is_down(rc)) ldapb_drop(sl);
     apr_thread_mutex_lock(b->mu);
@@ -225,7 +219,7 @@ static void ldapb_release(ldapb_t *b, ldapb_slot_t *sl, int rc)
 /* ---- searches */
 
 /* Attribute names and DNs compare case-insensitively (ASCII). */
-static const char *ldapb_lower(apr_pool_t *pool, const char *s)
+const char *ldapb_lower(apr_pool_t *pool, const char *s)
 {
     char *out = apr_pstrdup(pool, s);
     for (char *p = out; *p; p++)
@@ -233,60 +227,205 @@ static const char *ldapb_lower(apr_pool_t *pool, const char *s)
     return out;
 }
 
-typedef struct ldapb_entry_t {
-    const char *dn;
-    apr_hash_t *attrs; /* lower-case attribute name -> apr_array_header_t of const char* */
-} ldapb_entry_t;
-
-static const apr_array_header_t *ldapb_values(const ldapb_entry_t *e, const char *attr,
-                                              apr_pool_t *pool)
+const apr_array_header_t *ldapb_values(const ldapb_entry_t *e, const char *attr, apr_pool_t *pool)
 {
     return apr_hash_get(e->attrs, ldapb_lower(pool, attr), APR_HASH_KEY_STRING);
+}
+
+/* An entry of a search answer, in pool. */
+static ldapb_entry_t *ldapb_entry_read(LDAP *ld, LDAPMessage *m, apr_pool_t *pool)
+{
+    ldapb_entry_t *e = apr_pcalloc(pool, sizeof(*e));
+    char *dn = ldap_get_dn(ld, m);
+    e->dn = apr_pstrdup(pool, dn ? dn : "");
+    ldap_memfree(dn);
+    e->attrs = apr_hash_make(pool);
+    BerElement *ber = NULL;
+    for (char *a = ldap_first_attribute(ld, m, &ber); a; a = ldap_next_attribute(ld, m, ber)) {
+        struct berval **vals = ldap_get_values_len(ld, m, a);
+        apr_array_header_t *arr = apr_array_make(pool, 2, sizeof(const char *));
+        for (int i = 0; vals && vals[i]; i++)
+            APR_ARRAY_PUSH(arr, const char *) =
+                apr_pstrmemdup(pool, vals[i]->bv_val, vals[i]->bv_len);
+        ldap_value_free_len(vals);
+        apr_hash_set(e->attrs, ldapb_lower(pool, a), APR_HASH_KEY_STRING, arr);
+        ldap_memfree(a);
+    }
+    if (ber) ber_free(ber, 0);
+    return e;
+}
+
+/* One search of a batch (ldapb_run): the request, then its answer. */
+typedef struct ldapb_query_t {
+    const char *base;
+    int scope;
+    const char *filter;
+    const char *const *attrs;
+    int sizelimit;               /* 0: none */
+    LDAPControl **ctrls;         /* sent with the request; NULL: none */
+    int msgid;                   /* -1: not sent */
+    int done;                    /* its result has come */
+    int rc;                      /* the search's result code */
+    apr_array_header_t *entries; /* ldapb_entry_t* */
+    LDAPControl **resp_ctrls;    /* the result's controls (freed with the pool) */
+} ldapb_query_t;
+
+static apr_status_t ldapb_controls_free(void *ctrls)
+{
+    ldap_controls_free(ctrls);
+    return APR_SUCCESS;
+}
+
+/* Send n searches at once on a handle, then read the answers: n searches
+ * for one round trip, all answered within [ldap] timeout. Each query's
+ * own result code is in its rc: noSuchObject (the base is not there, or
+ * not ours to see) and a referral (the base lies in another server's
+ * naming context) are a success with nothing found, as referrals are not
+ * chased; on other errors a query has no entries. Search references
+ * (continuation references to other servers, e.g. AD's DomainDnsZones
+ * below a domain's root) are skipped for the same reason. Returns the
+ * handle's failure (timeout, server down), which stops every query;
+ * unanswered ones are then abandoned. */
+static int ldapb_run(ldapb_t *b, LDAP *ld, ldapb_query_t *q, int n, apr_pool_t *pool)
+{
+    apr_interval_time_t timeout = b->cfg->ldap.timeout;
+    struct timeval limit = ldapb_tv(timeout); /* the server's time limit, too */
+    int rc = LDAP_SUCCESS, pending = 0;
+    for (int i = 0; i < n; i++) {
+        q[i].msgid = -1;
+        q[i].done = 0;
+        q[i].rc = LDAP_OTHER;
+        q[i].entries = apr_array_make(pool, 2, sizeof(ldapb_entry_t *));
+        q[i].resp_ctrls = NULL;
+    }
+    for (int i = 0; i < n && rc == LDAP_SUCCESS; i++) {
+        rc = ldap_search_ext(ld, q[i].base, q[i].scope, q[i].filter, (char **)q[i].attrs, 0,
+                             q[i].ctrls, NULL, &limit, q[i].sizelimit, &q[i].msgid);
+        if (rc == LDAP_SUCCESS)
+            pending++;
+        else
+            q[i].msgid = -1;
+    }
+    apr_time_t deadline = apr_time_now() + timeout;
+    while (rc == LDAP_SUCCESS && pending > 0) {
+        apr_interval_time_t left = deadline - apr_time_now();
+        if (left <= 0) {
+            rc = LDAP_TIMEOUT;
+            break;
+        }
+        struct timeval tv = ldapb_tv(left);
+        LDAPMessage *res = NULL;
+        int type = ldap_result(ld, LDAP_RES_ANY, LDAP_MSG_ONE, &tv, &res);
+        if (type <= 0) {
+            if (type == 0)
+                rc = LDAP_TIMEOUT;
+            else if (ldap_get_option(ld, LDAP_OPT_RESULT_CODE, &rc) != LDAP_OPT_SUCCESS ||
+                     rc == LDAP_SUCCESS)
+                rc = LDAP_SERVER_DOWN;
+            if (res) ldap_msgfree(res);
+            break;
+        }
+        ldapb_query_t *qq = NULL;
+        for (int i = 0; i < n && !qq; i++)
+            if (!q[i].done && q[i].msgid == ldap_msgid(res)) qq = &q[i];
+        if (qq && type == LDAP_RES_SEARCH_ENTRY) {
+            APR_ARRAY_PUSH(qq->entries, ldapb_entry_t *) = ldapb_entry_read(ld, res, pool);
+        } else if (qq && type == LDAP_RES_SEARCH_RESULT) {
+            int err = LDAP_OTHER;
+            LDAPControl **ctrls = NULL;
+            int prc = ldap_parse_result(ld, res, &err, NULL, NULL, NULL, &ctrls, 0);
+            if (ctrls) {
+                qq->resp_ctrls = ctrls;
+                apr_pool_cleanup_register(pool, ctrls, ldapb_controls_free, apr_pool_cleanup_null);
+            }
+            qq->rc = prc == LDAP_SUCCESS ? err : prc;
+            if (qq->rc == LDAP_NO_SUCH_OBJECT || qq->rc == LDAP_REFERRAL) {
+                qq->rc = LDAP_SUCCESS; /* nothing there for us */
+                apr_array_clear(qq->entries);
+            } else if (qq->rc != LDAP_SUCCESS && qq->rc != LDAP_SIZELIMIT_EXCEEDED) {
+                apr_array_clear(qq->entries);
+            }
+            qq->done = 1;
+            pending--;
+        }
+        ldap_msgfree(res);
+    }
+    for (int i = 0; i < n; i++) {
+        if (q[i].done) continue;
+        if (q[i].msgid >= 0) ldap_abandon_ext(ld, q[i].msgid, NULL, NULL);
+        q[i].rc = rc;
+        apr_array_clear(q[i].entries);
+    }
+    return rc;
 }
 
 /* One search on a borrowed handle: the entries (at most sizelimit; 0 = no
  * limit) with the attributes asked for. An LDAP result code; entries_r is
  * an array of ldapb_entry_t*. */
-static int ldapb_search(ldapb_t *b, ldapb_slot_t *sl, const char *base, int scope,
-                        const char *filter, const char *const *attrs, int sizelimit,
-                        apr_array_header_t **entries_r, apr_pool_t *pool)
+int ldapb_search(ldapb_t *b, ldapb_slot_t *sl, const char *base, int scope, const char *filter,
+                 const char *const *attrs, int sizelimit, apr_array_header_t **entries_r,
+                 apr_pool_t *pool)
 {
-    struct timeval tv = ldapb_tv(b->cfg->ldap.timeout);
-    LDAPMessage *res = NULL;
-    int rc = ldap_search_ext_s(sl->ld, base, scope, filter, (char **)attrs, 0, NULL, NULL, &tv,
-                               sizelimit, &res);
-    apr_array_header_t *out = apr_array_make(pool, 2, sizeof(ldapb_entry_t *));
-    if (rc == LDAP_SUCCESS || rc == LDAP_SIZELIMIT_EXCEEDED || rc == LDAP_NO_SUCH_OBJECT) {
-        for (LDAPMessage *m = ldap_first_entry(sl->ld, res); m; m = ldap_next_entry(sl->ld, m)) {
-            ldapb_entry_t *e = apr_pcalloc(pool, sizeof(*e));
-            char *dn = ldap_get_dn(sl->ld, m);
-            e->dn = apr_pstrdup(pool, dn ? dn : "");
-            ldap_memfree(dn);
-            e->attrs = apr_hash_make(pool);
-            BerElement *ber = NULL;
-            for (char *a = ldap_first_attribute(sl->ld, m, &ber); a;
-                 a = ldap_next_attribute(sl->ld, m, ber)) {
-                struct berval **vals = ldap_get_values_len(sl->ld, m, a);
-                apr_array_header_t *arr = apr_array_make(pool, 2, sizeof(const char *));
-                for (int i = 0; vals && vals[i]; i++)
-                    APR_ARRAY_PUSH(arr, const char *) =
-                        apr_pstrmemdup(pool, vals[i]->bv_val, vals[i]->bv_len);
-                ldap_value_free_len(vals);
-                apr_hash_set(e->attrs, ldapb_lower(pool, a), APR_HASH_KEY_STRING, arr);
-                ldap_memfree(a);
-            }
-            if (ber) ber_free(ber, 0);
-            APR_ARRAY_PUSH(out, ldapb_entry_t *) = e;
-        }
-        if (rc == LDAP_NO_SUCH_OBJECT) rc = LDAP_SUCCESS; /* nothing there */
+    ldapb_query_t q = {
+        .base = base, .scope = scope, .filter = filter, .attrs = attrs, .sizelimit = sizelimit};
+    int rc = ldapb_run(b, sl->ld, &q, 1, pool);
+    *entries_r = q.entries;
+    return rc != LDAP_SUCCESS ? rc : q.rc;
+}
+
+/* A subtree search below base that may find many entries (listing,
+ * counting), page by page (RFC 2696): AD answers a plain search with at
+ * most MaxPageSize (1000) entries, slapd with its sizelimit (500), but
+ * pages go on to the end. Each page is a round trip within [ldap]
+ * timeout; each entry is handed to each (in a pool cleared after every
+ * page), which returns non-zero to stop. A server that ignores the
+ * (non-critical) control answers in one go; if that answer was cut short,
+ * the result is LDAP_SIZELIMIT_EXCEEDED after the entries it had. */
+int ldapb_search_paged(ldapb_t *b, LDAP *ld, const char *filter, const char *const *attrs,
+                       int (*each)(void *baton, const ldapb_entry_t *e, apr_pool_t *pool),
+                       void *baton, apr_pool_t *pool)
+{
+    struct berval cookie = {0, NULL};
+    apr_pool_t *page;
+    int rc, stop = 0;
+    apr_pool_create(&page, pool);
+    for (;;) {
+        LDAPControl *pc = NULL;
+        rc = ldap_create_page_control(ld, LDAPB_PAGE_SIZE, &cookie, 0, &pc);
+        if (rc != LDAP_SUCCESS) break;
+        LDAPControl *sent[] = {pc, NULL};
+        ldapb_query_t q = {.base = b->cfg->ldap.base,
+                           .scope = LDAP_SCOPE_SUBTREE,
+                           .filter = filter,
+                           .attrs = attrs,
+                           .ctrls = sent};
+        rc = ldapb_run(b, ld, &q, 1, page);
+        ldap_control_free(pc);
+        if (rc == LDAP_SUCCESS) rc = q.rc;
+        for (int i = 0; i < q.entries->nelts && !stop; i++)
+            stop = each(baton, APR_ARRAY_IDX(q.entries, i, ldapb_entry_t *), page);
+        /* The next page's cookie: none (a server that does not page) or
+         * an empty one ends the search. */
+        LDAPControl *resp = NULL;
+        if (rc == LDAP_SUCCESS && !stop && q.resp_ctrls)
+            resp = ldap_control_find(LDAP_CONTROL_PAGEDRESULTS, q.resp_ctrls, NULL);
+        ber_memfree(cookie.bv_val);
+        cookie.bv_val = NULL;
+        cookie.bv_len = 0;
+        ber_int_t estimate = 0;
+        if (!resp ||
+            ldap_parse_pageresponse_control(ld, resp, &estimate, &cookie) != LDAP_SUCCESS ||
+            cookie.bv_len == 0)
+            break;
+        apr_pool_clear(page);
     }
-    if (res) ldap_msgfree(res);
-    *entries_r = out;
+    ber_memfree(cookie.bv_val);
+    apr_pool_destroy(page);
     return rc;
 }
 
 /* An LDAP result as a status: found things are the caller's business. */
-static apr_status_t ldapb_status(int rc, const char *what, const char *filter)
+apr_status_t ldapb_status(int rc, const char *what, const char *filter)
 {
     if (rc == LDAP_SUCCESS || rc == LDAP_SIZELIMIT_EXCEEDED) return APR_SUCCESS;
     pr_log_warn(NULL, "ldap: %s %s: %s", what, filter, ldap_err2string(rc));
@@ -295,8 +434,7 @@ static apr_status_t ldapb_status(int rc, const char *what, const char *filter)
 
 /* A user's addresses in order, the mailbox first: AD's "SMTP:" primary
  * goes first; then values in attribute order. Lower-cased, deduplicated. */
-static apr_array_header_t *ldapb_user_addresses(ldapb_t *b, const ldapb_entry_t *e,
-                                                apr_pool_t *pool)
+apr_array_header_t *ldapb_user_addresses(ldapb_t *b, const ldapb_entry_t *e, apr_pool_t *pool)
 {
     apr_array_header_t *out = apr_array_make(pool, 4, sizeof(const char *));
     apr_hash_t *seen = apr_hash_make(pool);
@@ -323,7 +461,7 @@ static apr_array_header_t *ldapb_user_addresses(ldapb_t *b, const ldapb_entry_t 
 }
 
 /* The attributes a lookup needs: addresses and members. */
-static const char **ldapb_attr_list(ldapb_t *b, apr_pool_t *pool)
+const char **ldapb_attr_list(ldapb_t *b, apr_pool_t *pool)
 {
     const pr_config_t *cfg = b->cfg;
     int n = cfg->ldap.address_attributes.n + cfg->ldap.member_attributes.n;
@@ -339,7 +477,7 @@ static const char **ldapb_attr_list(ldapb_t *b, apr_pool_t *pool)
 }
 
 /* "(&(disabled users excluded)...)": the filter of enabled users. */
-static const char *ldapb_user_objfilter(ldapb_t *b, apr_pool_t *pool)
+const char *ldapb_user_objfilter(ldapb_t *b, apr_pool_t *pool)
 {
     const char *dis = b->cfg->ldap.disabled_filter;
     if (!dis || !*dis) return b->cfg->ldap.user_filter;
@@ -350,65 +488,171 @@ typedef struct ldapb_members_t {
     ldapb_t *b;
     ldapb_slot_t *sl;
     apr_pool_t *pool;
+    const char *domain;      /* of the list looked up: for bare local parts */
     apr_array_header_t *out; /* const char*: member addresses */
     apr_hash_t *groups_seen; /* DNs of groups expanded here */
     int rc;
 } ldapb_members_t;
 
+/* The values of a group's member attribute attr, all of them. AD gives at
+ * most MaxValRange (1500) values of an attribute in one answer, under
+ * "member;range=0-1499" (the plain "member" then empty); the rest comes
+ * from base searches for "member;range=1500-*" and on until a range ends
+ * in "*" (incremental retrieval). Any member attribute may come so. NULL
+ * if the group has no such values. */
+static const apr_array_header_t *ldapb_member_values(ldapb_members_t *m, const ldapb_entry_t *g,
+                                                     const char *attr)
+{
+    apr_pool_t *pool = m->pool;
+    const apr_array_header_t *plain = ldapb_values(g, attr, pool);
+    apr_array_header_t *out = NULL;
+    long next = -1;
+    for (apr_hash_index_t *hi = apr_hash_first(pool, g->attrs); hi; hi = apr_hash_next(hi)) {
+        if (!dir_ldap_parse_range(apr_hash_this_key(hi), attr, &next)) continue;
+        out = plain ? apr_array_copy(pool, plain) : apr_array_make(pool, 16, sizeof(const char *));
+        apr_array_cat(out, apr_hash_this_val(hi));
+        break;
+    }
+    if (!out) return plain;
+    const char *want[] = {NULL, NULL};
+    while (next >= 0) {
+        if (out->nelts >= LDAPB_RANGE_MAX) {
+            pr_log_warn(NULL, "ldap: %s has more than %d %s values; the rest are ignored", g->dn,
+                        LDAPB_RANGE_MAX, attr);
+            break;
+        }
+        want[0] = apr_psprintf(pool, "%s;range=%ld-*", attr, next);
+        apr_array_header_t *es;
+        int rc = ldapb_search(m->b, m->sl, g->dn, LDAP_SCOPE_BASE, "(objectClass=*)", want, 1, &es,
+                              pool);
+        if (rc != LDAP_SUCCESS) {
+            m->rc = rc;
+            break;
+        }
+        if (es->nelts == 0) break; /* the group went away meanwhile */
+        const ldapb_entry_t *e = APR_ARRAY_IDX(es, 0, ldapb_entry_t *);
+        const apr_array_header_t *vals = NULL;
+        long after = -1;
+        for (apr_hash_index_t *hi = apr_hash_first(pool, e->attrs); hi && !vals;
+             hi = apr_hash_next(hi))
+            if (dir_ldap_parse_range(apr_hash_this_key(hi), attr, &after))
+                vals = apr_hash_this_val(hi);
+        /* Every chunk must bring values and move on, or a confused server
+         * would keep us here. */
+        if (!vals || vals->nelts == 0 || (after >= 0 && after <= next)) break;
+        apr_array_cat(out, vals);
+        next = after;
+    }
+    return out;
+}
+
+/* The DN a member value names, a uniqueMember's optional UID
+ * ("dn#'0101'B", RFC 4517 3.3.21) cut off. */
+static const char *ldapb_member_dn(const char *value, apr_pool_t *pool)
+{
+    const char *h = strrchr(value, '#');
+    apr_size_t n = strlen(value);
+    if (!h || h[1] != '\'' || n < 3 || value[n - 2] != '\'' || value[n - 1] != 'B') return value;
+    const char *p = h + 2;
+    while (p < value + n - 2 && (*p == '0' || *p == '1'))
+        p++;
+    return p == value + n - 2 ? apr_pstrndup(pool, value, (apr_size_t)(h - value)) : value;
+}
+
 static void ldapb_members_of(ldapb_members_t *m, const ldapb_entry_t *g, int depth);
 
-/* One member value: an address, or the DN of a user or a group. */
-static void ldapb_member(ldapb_members_t *m, const char *value, int depth)
+/* The answers for one member DN: as an enabled user, as a list. */
+static void ldapb_member_entry(ldapb_members_t *m, const ldapb_query_t *user,
+                               const ldapb_query_t *list, int depth)
 {
-    ldapb_t *b = m->b;
-    apr_pool_t *pool = m->pool;
-    if (m->out->nelts >= LDAPB_MEMBERS_MAX) return;
-    if (strchr(value, '@') && !strchr(value, '=')) { /* rfc822MailMember */
-        const char *n = dir_address_normalize(value, pool);
-        if (n) APR_ARRAY_PUSH(m->out, const char *) = n;
-        return;
+    const ldapb_query_t *both[] = {user, list};
+    for (int i = 0; i < 2; i++) {
+        if (both[i]->rc == LDAP_INVALID_DN_SYNTAX) {
+            pr_log_warn(NULL, "ldap: member '%s' is neither an address nor a DN; skipped",
+                        both[i]->base);
+            return;
+        }
+        if (both[i]->rc != LDAP_SUCCESS) {
+            m->rc = both[i]->rc;
+            return;
+        }
     }
-    /* A DN: read that entry (it may be a user, disabled or not, or a group). */
-    const char *filter =
-        apr_pstrcat(pool, "(|", b->cfg->ldap.user_filter, b->cfg->ldap.list_filter, ")", NULL);
-    apr_array_header_t *es;
-    int rc = ldapb_search(b, m->sl, value, LDAP_SCOPE_BASE, filter, ldapb_attr_list(b, pool), 1,
-                          &es, pool);
-    if (rc != LDAP_SUCCESS) {
-        m->rc = rc;
-        return;
-    }
-    if (es->nelts == 0) return; /* gone, or neither user nor list */
-    const ldapb_entry_t *e = APR_ARRAY_IDX(es, 0, ldapb_entry_t *);
-    /* Is it an enabled user? Ask the server rather than parse the filter. */
-    apr_array_header_t *us;
-    rc = ldapb_search(b, m->sl, value, LDAP_SCOPE_BASE, ldapb_user_objfilter(b, pool),
-                      (const char *[]){"1.1", NULL}, 1, &us, pool);
-    if (rc != LDAP_SUCCESS) {
-        m->rc = rc;
-        return;
-    }
-    apr_array_header_t *addrs = ldapb_user_addresses(b, e, pool);
-    if (us->nelts > 0) {
+    const ldapb_entry_t *e;
+    if (user->entries->nelts) {
+        e = APR_ARRAY_IDX(user->entries, 0, ldapb_entry_t *);
+        apr_array_header_t *addrs = ldapb_user_addresses(m->b, e, m->pool);
         if (addrs->nelts)
             APR_ARRAY_PUSH(m->out, const char *) = APR_ARRAY_IDX(addrs, 0, const char *);
         return;
     }
-    /* A disabled user: skipped. A group with an address: by its address
-     * (directory.c expands it, with its loop checks); without: here. */
-    apr_array_header_t *ls;
-    rc = ldapb_search(b, m->sl, value, LDAP_SCOPE_BASE, b->cfg->ldap.list_filter,
-                      (const char *[]){"1.1", NULL}, 1, &ls, pool);
-    if (rc != LDAP_SUCCESS) {
-        m->rc = rc;
-        return;
-    }
-    if (ls->nelts == 0) return;
+    /* Not an enabled user. A disabled one (not a list too) is skipped; a
+     * group with an address goes by its address (directory.c expands it,
+     * with its loop checks); one without is expanded here. */
+    if (!list->entries->nelts) return;
+    e = APR_ARRAY_IDX(list->entries, 0, ldapb_entry_t *);
+    apr_array_header_t *addrs = ldapb_user_addresses(m->b, e, m->pool);
     if (addrs->nelts) {
         APR_ARRAY_PUSH(m->out, const char *) = APR_ARRAY_IDX(addrs, 0, const char *);
         return;
     }
     ldapb_members_of(m, e, depth + 1);
+}
+
+/* n member values: addresses (rfc822MailMember; a bare local part, as in
+ * /etc/aliases, is in the list's domain) or DNs of users or groups. What
+ * each DN is takes two base searches (an enabled user? a list?), and the
+ * searches for up to LDAPB_PIPELINE DNs go out together: one round trip
+ * for them all. (64 requests in flight stay below slapd's
+ * olcConnMaxPending, 100 for an anonymous client.) */
+static void ldapb_members_batch(ldapb_members_t *m, const char *const *values, int n, int depth)
+{
+    ldapb_t *b = m->b;
+    apr_pool_t *pool = m->pool;
+    const char **dns = apr_pcalloc(pool, sizeof(*dns) * (apr_size_t)n);
+    ldapb_query_t *q = apr_pcalloc(pool, sizeof(*q) * (apr_size_t)(2 * n));
+    const char *const *attrs = ldapb_attr_list(b, pool);
+    const char *users = ldapb_user_objfilter(b, pool);
+    int nq = 0;
+    if (m->out->nelts >= LDAPB_MEMBERS_MAX) return;
+    for (int i = 0; i < n; i++) {
+        const char *v = values[i];
+        if (strchr(v, '=')) {
+            dns[i] = ldapb_member_dn(v, pool);
+            q[nq++] = (ldapb_query_t){.base = dns[i],
+                                      .scope = LDAP_SCOPE_BASE,
+                                      .filter = users,
+                                      .attrs = attrs,
+                                      .sizelimit = 1};
+            q[nq++] = (ldapb_query_t){.base = dns[i],
+                                      .scope = LDAP_SCOPE_BASE,
+                                      .filter = b->cfg->ldap.list_filter,
+                                      .attrs = attrs,
+                                      .sizelimit = 1};
+        }
+    }
+    if (nq > 0) {
+        int rc = ldapb_run(b, m->sl->ld, q, nq, pool);
+        if (rc != LDAP_SUCCESS) {
+            m->rc = rc;
+            return;
+        }
+    }
+    for (int i = 0, k = 0; i < n && m->rc == LDAP_SUCCESS; i++) {
+        if (m->out->nelts >= LDAPB_MEMBERS_MAX) return;
+        if (dns[i]) {
+            ldapb_member_entry(m, &q[k], &q[k + 1], depth);
+            k += 2;
+            continue;
+        }
+        const char *a =
+            strchr(values[i], '@') ? values[i] : apr_pstrcat(pool, values[i], "@", m->domain, NULL);
+        const char *norm = dir_address_normalize(a, pool);
+        if (norm)
+            APR_ARRAY_PUSH(m->out, const char *) = norm;
+        else
+            pr_log_warn(NULL, "ldap: member '%s' is neither an address nor a DN; skipped",
+                        values[i]);
+    }
 }
 
 static void ldapb_members_of(ldapb_members_t *m, const ldapb_entry_t *g, int depth)
@@ -419,9 +663,11 @@ static void ldapb_members_of(ldapb_members_t *m, const ldapb_entry_t *g, int dep
     apr_hash_set(m->groups_seen, key, APR_HASH_KEY_STRING, key);
     const pr_strlist_t *attrs = &m->b->cfg->ldap.member_attributes;
     for (int i = 0; i < attrs->n && m->rc == LDAP_SUCCESS; i++) {
-        const apr_array_header_t *vals = ldapb_values(g, attrs->v[i], m->pool);
-        for (int j = 0; vals && j < vals->nelts && m->rc == LDAP_SUCCESS; j++)
-            ldapb_member(m, APR_ARRAY_IDX(vals, j, const char *), depth);
+        const apr_array_header_t *vals = ldapb_member_values(m, g, attrs->v[i]);
+        for (int j = 0; vals && j < vals->nelts && m->rc == LDAP_SUCCESS; j += LDAPB_PIPELINE) {
+            int n = vals->nelts - j < LDAPB_PIPELINE ? vals->nelts - j : LDAPB_PIPELINE;
+            ldapb_members_batch(m, (const char *const *)vals->elts + j, n, depth);
+        }
     }
 }
 
@@ -438,6 +684,13 @@ static void ldapb_cache_clear(ldapb_t *b)
         free(c->text);
         free(c);
     }
+}
+
+void ldapb_cache_flush(ldapb_t *b)
+{
+    apr_thread_mutex_lock(b->cache_mu);
+    ldapb_cache_clear(b);
+    apr_thread_mutex_unlock(b->cache_mu);
 }
 
 /* A fresh answer for key: *c_r gets a copy in pool. 0 if none. */
@@ -569,20 +822,21 @@ static apr_status_t ldapb_lookup_ldap(ldapb_t *b, const char *address, dir_entry
             APR_ARRAY_PUSH(e->targets, const char *) = APR_ARRAY_IDX(addrs, 0, const char *);
         }
     } else if (st == APR_SUCCESS) {
-        f = dir_ldap_filter_any(cfg->ldap.list_filter, &cfg->ldap.address_attributes, address, NULL,
-                                0, pool);
+        f = dir_ldap_filter_list(cfg->ldap.list_filter, &cfg->ldap.address_attributes, address,
+                                 pool);
         rc = !f ? LDAP_SUCCESS
                 : ldapb_search(b, sl, cfg->ldap.base, LDAP_SCOPE_SUBTREE, f, attrs, LDAPB_SIZELIMIT,
                                &es, pool);
         if (!f) {
             st = PR_ENOTFOUND;
         } else if ((st = ldapb_status(rc, "list search", f)) == APR_SUCCESS && es->nelts == 1) {
-            ldapb_members_t m = {b,
-                                 sl,
-                                 pool,
-                                 apr_array_make(pool, 8, sizeof(const char *)),
-                                 apr_hash_make(pool),
-                                 LDAP_SUCCESS};
+            ldapb_members_t m = {.b = b,
+                                 .sl = sl,
+                                 .pool = pool,
+                                 .domain = strchr(address, '@') + 1,
+                                 .out = apr_array_make(pool, 8, sizeof(const char *)),
+                                 .groups_seen = apr_hash_make(pool),
+                                 .rc = LDAP_SUCCESS};
             ldapb_members_of(&m, APR_ARRAY_IDX(es, 0, ldapb_entry_t *), 0);
             rc = m.rc;
             if ((st = ldapb_status(rc, "list members of", address)) == APR_SUCCESS) {
@@ -603,9 +857,8 @@ static apr_status_t ldapb_lookup_ldap(ldapb_t *b, const char *address, dir_entry
 
 /* Find the one enabled user a login names: by address, and by the login
  * attributes (uid, sAMAccountName, ...) when login_names allows bare names. */
-static apr_status_t ldapb_find_login(ldapb_t *b, ldapb_slot_t *sl, const char *login,
-                                     const char **dn_r, const char **user_r, const char **tag_r,
-                                     int *rc_r, apr_pool_t *pool)
+apr_status_t ldapb_find_login(ldapb_t *b, ldapb_slot_t *sl, const char *login, const char **dn_r,
+                              const char **user_r, const char **tag_r, int *rc_r, apr_pool_t *pool)
 {
     const pr_config_t *cfg = b->cfg;
     const char *norm = strchr(login, '@') ? dir_address_normalize(login, pool) : NULL;
@@ -725,6 +978,173 @@ static apr_status_t ldapb_auth_tag(void *ctx, const char *login, const char **us
     return APR_SUCCESS;
 }
 
+/* ---- listing and --check */
+
+typedef struct ldapb_listing_t {
+    ldapb_t *b;
+    apr_pool_t *pool;          /* the caller's */
+    apr_array_header_t *users; /* dir_user_t; NULL: only count */
+    apr_hash_t *seen;          /* mailbox addresses listed */
+    int n;                     /* entries met */
+} ldapb_listing_t;
+
+static int ldapb_listing_add(void *baton, const ldapb_entry_t *e, apr_pool_t *page)
+{
+    ldapb_listing_t *l = baton;
+    l->n++;
+    if (!l->users) return 0;
+    apr_array_header_t *addrs = ldapb_user_addresses(l->b, e, page);
+    if (addrs->nelts == 0) return 0; /* no mailbox: nobody to list */
+    const char *a = APR_ARRAY_IDX(addrs, 0, const char *);
+    if (apr_hash_get(l->seen, a, APR_HASH_KEY_STRING)) return 0;
+    a = apr_pstrdup(l->pool, a);
+    apr_hash_set(l->seen, a, APR_HASH_KEY_STRING, a);
+    dir_user_t *u = apr_array_push(l->users);
+    u->address = a;
+    u->quota = -1; /* [store] default_quota: LDAP holds no quotas */
+    u->enabled = 1;
+    return 0;
+}
+
+static int ldapb_user_cmp(const void *x, const void *y)
+{
+    return strcmp(((const dir_user_t *)x)->address, ((const dir_user_t *)y)->address);
+}
+
+/* Every enabled user with a mailbox, by mailbox address, page by page. */
+static apr_status_t ldapb_user_list(void *ctx, apr_array_header_t **users_r, apr_pool_t *pool)
+{
+    ldapb_t *b = ctx;
+    const pr_strlist_t *aa = &b->cfg->ldap.address_attributes;
+    const char **attrs = apr_pcalloc(pool, sizeof(*attrs) * (apr_size_t)(aa->n + 1));
+    for (int i = 0; i < aa->n; i++)
+        attrs[i] = aa->v[i];
+    ldapb_slot_t *sl;
+    apr_status_t st = ldapb_acquire(b, &sl);
+    if (st != APR_SUCCESS) return st;
+    ldapb_listing_t l = {.b = b,
+                         .pool = pool,
+                         .users = apr_array_make(pool, 64, sizeof(dir_user_t)),
+                         .seen = apr_hash_make(pool)};
+    const char *f = ldapb_user_objfilter(b, pool);
+    int rc = ldapb_search_paged(b, sl->ld, f, attrs, ldapb_listing_add, &l, pool);
+    ldapb_release(b, sl, rc);
+    if (rc == LDAP_SIZELIMIT_EXCEEDED)
+        pr_log_warn(NULL,
+                    "ldap: user list: the server stopped at its size limit and does not "
+                    "page; only %d users listed",
+                    l.n);
+    if ((st = ldapb_status(rc, "user list", f)) != APR_SUCCESS) return st;
+    qsort(l.users->elts, (size_t)l.users->nelts, sizeof(dir_user_t), ldapb_user_cmp);
+    *users_r = l.users;
+    return APR_SUCCESS;
+}
+
+/* What went wrong, in a word, for --check; why as ldapb_connect_uri's. */
+static const char *ldapb_check_class(int rc, const char *why)
+{
+    if (rc == LDAP_TIMEOUT || rc == LDAP_TIMELIMIT_EXCEEDED) return "timeout";
+    if (strncmp(why, "StartTLS:", 9) == 0 || strstr(why, "TLS") || strstr(why, "certificate"))
+        return "TLS failure";
+    if (rc == LDAP_SERVER_DOWN || rc == LDAP_CONNECT_ERROR) return "unreachable";
+    if (strncmp(why, "bind:", 5) == 0) return "bind refused";
+    return "failed";
+}
+
+/* An ldaps:// URI that could not be reached: does its host take a plain
+ * TCP connection on that port? Then the TLS handshake failed (libldap
+ * says only "Can't contact LDAP server" either way). */
+static int ldapb_tcp_reachable(ldapb_t *b, const char *uri, apr_pool_t *pool)
+{
+    LDAPURLDesc *lud = NULL;
+    LDAP *ld = NULL;
+    int ok = 0;
+    if (ldap_url_parse(uri, &lud) != LDAP_URL_SUCCESS || !lud->lud_host) goto done;
+    const char *host = lud->lud_host;
+    if (strchr(host, ':')) host = apr_pstrcat(pool, "[", host, "]", NULL);
+    if (ldap_initialize(&ld, apr_psprintf(pool, "ldap://%s:%d", host, lud->lud_port)) !=
+        LDAP_SUCCESS)
+        goto done;
+    struct timeval tv = ldapb_tv(b->cfg->ldap.timeout);
+    ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv);
+    ok = ldap_connect(ld) == LDAP_SUCCESS;
+done:
+    if (ld) ldap_unbind_ext_s(ld, NULL, NULL);
+    if (lud) ldap_free_urldesc(lud);
+    return ok;
+}
+
+/* `postroomd --check`: connect to each URI in order as the pooled
+ * connections do (TLS as configured, the service bind), then on the first
+ * that takes the bind (the one the pool would use) read the base entry
+ * and count the enabled users. */
+static apr_status_t ldapb_check(void *ctx, const char **report_r, apr_pool_t *pool)
+{
+    ldapb_t *b = ctx;
+    const pr_config_t *cfg = b->cfg;
+    const char *dn = cfg->ldap.bind_dn && *cfg->ldap.bind_dn ? cfg->ldap.bind_dn : NULL;
+    const char *base = cfg->ldap.base, *failed = NULL; /* the URIs before, and why */
+    const char *const no_attrs[] = {"1.1", NULL};
+    for (int i = 0; i < cfg->ldap.uri.n; i++) {
+        const char *uri = cfg->ldap.uri.v[i];
+        char why[512];
+        LDAP *ld;
+        int rc = ldapb_connect_uri(b, uri, dn, b->bind_password, &ld, why, sizeof(why));
+        if (rc != LDAP_SUCCESS) {
+            const char *class = ldapb_check_class(rc, why);
+            if (strcmp(class, "unreachable") == 0 && strncasecmp(uri, "ldaps://", 8) == 0 &&
+                strncmp(why, "connect:", 8) == 0 && ldapb_tcp_reachable(b, uri, pool))
+                class = "TLS failure";
+            const char *one = apr_psprintf(pool, "%s: %s (%s)", uri, class, why);
+            failed = failed ? apr_pstrcat(pool, failed, "; ", one, NULL) : one;
+            continue;
+        }
+        const char *tls = strncasecmp(uri, "ldaps://", 8) == 0 ? "ldaps"
+                          : cfg->ldap.starttls                 ? "StartTLS"
+                                                               : "no TLS";
+        const char *r =
+            apr_psprintf(pool, "ldap: bind ok as %s on %s (%s)", dn ? dn : "anonymous", uri, tls);
+        if (failed) r = apr_psprintf(pool, "%s after %s", r, failed);
+        apr_status_t st = PR_EINVAL;
+        apr_array_header_t *es;
+        rc = ldapb_search(b, &(ldapb_slot_t){.ld = ld}, base, LDAP_SCOPE_BASE, "(objectClass=*)",
+                          no_attrs, 1, &es, pool);
+        if (rc != LDAP_SUCCESS) {
+            st = PR_ETEMPFAIL;
+            r = apr_psprintf(pool, "%s; reading base %s: %s (%s)", r, base,
+                             ldapb_check_class(rc, ""), ldap_err2string(rc));
+        } else if (es->nelts == 0) {
+            r = apr_psprintf(pool, "%s; base %s not found (or not readable as %s)", r, base,
+                             dn ? dn : "anonymous");
+        } else {
+            ldapb_listing_t l = {.b = b};
+            const char *f = ldapb_user_objfilter(b, pool);
+            rc = ldapb_search_paged(b, ld, f, no_attrs, ldapb_listing_add, &l, pool);
+            if (rc == LDAP_SUCCESS) {
+                st = APR_SUCCESS;
+                r = apr_psprintf(pool, "%s; base %s found; %d user%s visible", r, base, l.n,
+                                 l.n == 1 ? "" : "s");
+            } else if (rc == LDAP_SIZELIMIT_EXCEEDED) {
+                st = APR_SUCCESS;
+                r = apr_psprintf(pool,
+                                 "%s; base %s found; at least %d users visible (the server "
+                                 "stopped at its size limit and does not page)",
+                                 r, base, l.n);
+            } else {
+                st = PR_ETEMPFAIL;
+                r = apr_psprintf(pool, "%s; base %s found; counting users %s: %s (%s)", r, base, f,
+                                 ldapb_check_class(rc, ""), ldap_err2string(rc));
+            }
+        }
+        ldap_unbind_ext_s(ld, NULL, NULL);
+        *report_r = r;
+        return st;
+    }
+    *report_r = apr_psprintf(pool, "ldap: no server could be used: %s",
+                             failed ? failed : "no uri configured");
+    return PR_ETEMPFAIL;
+}
+
 /* Local domains are [server] domains only: LDAP holds no domain list. */
 static apr_status_t ldapb_domain_is_local(void *ctx, const char *domain)
 {
@@ -733,7 +1153,7 @@ static apr_status_t ldapb_domain_is_local(void *ctx, const char *domain)
     return PR_ENOTFOUND;
 }
 
-static apr_status_t ldapb_read_secret(const char *path, const char **secret_r, apr_pool_t *pool)
+apr_status_t ldapb_read_secret(const char *path, const char **secret_r, apr_pool_t *pool)
 {
     apr_file_t *f;
     char buf[1024];
@@ -771,6 +1191,15 @@ static apr_status_t ldapb_open(void **ctx_r, const pr_config_t *cfg, apr_pool_t 
             return PR_EINVAL;
         }
     }
+    if (cfg->ldap.admin_bind_dn && *cfg->ldap.admin_bind_dn) {
+        st = ldapb_read_secret(cfg->ldap.admin_bind_password_file, &b->admin_password, pool);
+        if (st != APR_SUCCESS) {
+            char buf[120];
+            pr_log_error(NULL, "ldap: cannot read admin_bind_password_file %s: %s",
+                         cfg->ldap.admin_bind_password_file, apr_strerror(st, buf, sizeof(buf)));
+            return PR_EINVAL;
+        }
+    }
     if ((st = apr_thread_mutex_create(&b->mu, APR_THREAD_MUTEX_DEFAULT, pool)) != APR_SUCCESS ||
         (st = apr_thread_mutex_create(&b->cache_mu, APR_THREAD_MUTEX_DEFAULT, pool)) !=
             APR_SUCCESS ||
@@ -798,4 +1227,15 @@ const dir_backend_t dir_ldap_backend = {
     .lookup = ldapb_lookup,
     .authenticate = ldapb_authenticate,
     .auth_tag = ldapb_auth_tag,
+    /* Admin writes (dir_ldap_admin.c), with an admin bind only. */
+    .caps_of = ldapb_caps_of,
+    .user_add = ldapb_user_add,
+    .user_set_password = ldapb_user_set_password,
+    .user_del = ldapb_user_del,
+    .alias_add = ldapb_alias_add,
+    .alias_del = ldapb_alias_del,
+    .list_member_add = ldapb_list_member_add,
+    .list_member_del = ldapb_list_member_del,
+    .user_list = ldapb_user_list,
+    .check = ldapb_check,
 };

@@ -35,6 +35,9 @@ static const char *const local_migrations[] = {
     "CREATE TABLE list_members(list TEXT NOT NULL REFERENCES lists(address) ON DELETE CASCADE,"
     "  member TEXT NOT NULL, UNIQUE(list, member));"
     "CREATE INDEX list_members_member ON list_members(member);",
+    /* 2: posting policies, by address and not tied to lists(address): a
+     * read-only backend's lists have them too. No row: anyone. */
+    "CREATE TABLE list_policy(address TEXT PRIMARY KEY NOT NULL, policy TEXT NOT NULL);",
 };
 #define LOCAL_SCHEMA_VERSION ((int)(sizeof(local_migrations) / sizeof(local_migrations[0])))
 
@@ -806,6 +809,9 @@ static apr_status_t local_list_del_txn(local_conn_t *c, const char *a)
     if (st == APR_SUCCESS)
         st = local_run(c, "DELETE FROM lists WHERE address = ?1", a, NULL, &changes);
     if (st == APR_SUCCESS && changes == 0) st = PR_ENOTFOUND;
+    /* A list made later under the same name starts open, as any new one. */
+    if (st == APR_SUCCESS)
+        st = local_run(c, "DELETE FROM list_policy WHERE address = ?1", a, NULL, NULL);
     return st;
 }
 
@@ -861,6 +867,87 @@ static apr_status_t local_list_list(void *ctx, apr_array_header_t **lists_r, apr
                          DIR_KIND_LIST, lists_r, pool);
 }
 
+/* ---- posting policies */
+
+/* A stored name; one this version does not know (a hand edit) restricts
+ * the most rather than opening the list. */
+static dir_post_policy_e local_policy_value(const char *list, const char *name)
+{
+    dir_post_policy_e p;
+    if (dir_post_policy_parse(&p, name) == APR_SUCCESS) return p;
+    pr_log_warn(NULL, "directory.db: list %s has an unknown posting policy '%s'; taken as 'local'",
+                list, name);
+    return DIR_POST_LOCAL;
+}
+
+static apr_status_t local_list_policy_get(void *ctx, const char *list, dir_post_policy_e *policy_r,
+                                          apr_pool_t *pool)
+{
+    local_t *l = ctx;
+    local_conn_t *c;
+    char a[DIR_ADDRESS_MAX + 1];
+    const char *name;
+    apr_status_t st;
+
+    if (!dir_address_normalize_buf(a, sizeof(a), list)) return PR_EINVAL;
+    if ((st = local_conn_get(l, &c)) != APR_SUCCESS) return st;
+    st = local_get_text(c, "SELECT policy FROM list_policy WHERE address = ?1", a, &name, pool);
+    local_conn_put(l, c);
+    if (st == APR_SUCCESS) *policy_r = local_policy_value(a, name);
+    if (st == PR_ENOTFOUND) {
+        *policy_r = DIR_POST_ANYONE;
+        st = APR_SUCCESS;
+    }
+    return st;
+}
+
+static apr_status_t local_list_policy_set(void *ctx, const char *list, dir_post_policy_e policy)
+{
+    local_t *l = ctx;
+    local_conn_t *c;
+    char a[DIR_ADDRESS_MAX + 1];
+    apr_status_t st;
+
+    if (!dir_address_normalize_buf(a, sizeof(a), list)) return PR_EINVAL;
+    if (policy != DIR_POST_ANYONE && policy != DIR_POST_MEMBERS && policy != DIR_POST_LOCAL)
+        return PR_EINVAL;
+    if ((st = local_conn_get(l, &c)) != APR_SUCCESS) return st;
+    if (policy == DIR_POST_ANYONE)
+        st = local_run(c, "DELETE FROM list_policy WHERE address = ?1", a, NULL, NULL);
+    else
+        st = local_run(c, "INSERT OR REPLACE INTO list_policy(address, policy) VALUES(?1, ?2)", a,
+                       dir_post_policy_name(policy), NULL);
+    local_conn_put(l, c);
+    return st;
+}
+
+static apr_status_t local_list_policy_list(void *ctx, apr_array_header_t **policies_r,
+                                           apr_pool_t *pool)
+{
+    static const char sql[] = "SELECT address, policy FROM list_policy ORDER BY address";
+    local_t *l = ctx;
+    local_conn_t *c;
+    sqlite3_stmt *s;
+    apr_array_header_t *arr = apr_array_make(pool, 4, sizeof(dir_list_policy_t));
+    apr_status_t st = local_conn_get(l, &c);
+    int rc;
+
+    if (st != APR_SUCCESS) return st;
+    if ((st = local_stmt(c, sql, &s)) == APR_SUCCESS) {
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            dir_list_policy_t *lp = apr_array_push(arr);
+            lp->list = apr_pstrdup(pool, (const char *)sqlite3_column_text(s, 0));
+            const char *v = (const char *)sqlite3_column_text(s, 1);
+            lp->policy = local_policy_value(lp->list, v ? v : "");
+        }
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE) st = local_err(c->db, rc, "step");
+    }
+    local_conn_put(l, c);
+    if (st == APR_SUCCESS) *policies_r = arr;
+    return st;
+}
+
 const dir_backend_t dir_local_backend = {
     .name = "local",
     .caps = DIR_CAP_WRITE,
@@ -887,4 +974,7 @@ const dir_backend_t dir_local_backend = {
     .user_get = local_user_get,
     .auth_tag = local_auth_tag,
     .user_set_quota = local_user_set_quota,
+    .list_policy_get = local_list_policy_get,
+    .list_policy_set = local_list_policy_set,
+    .list_policy_list = local_list_policy_list,
 };

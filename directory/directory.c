@@ -9,6 +9,7 @@
 #include "service/core/log.h"
 #include "service/core/status.h"
 
+#include <apr_cstr.h>
 #include <apr_hash.h>
 #include <apr_lib.h>
 #include <apr_strings.h>
@@ -448,10 +449,16 @@ static const dir_layer_t *dir_alias_layer(const dir_t *d)
     return d->local.be ? &d->local : NULL;
 }
 
+/* A layer's caps now: its backend's and those of its settings. */
+static unsigned dir_layer_caps(const dir_layer_t *l)
+{
+    return l->be->caps | (l->be->caps_of ? l->be->caps_of(l->ctx) : 0);
+}
+
 unsigned dir_caps(dir_t *d)
 {
     apr_thread_rwlock_rdlock(d->lock);
-    unsigned caps = d->primary.be->caps & DIR_CAP_WRITE;
+    unsigned caps = dir_layer_caps(&d->primary) & (DIR_CAP_WRITE | DIR_CAP_WRITE_USERS);
     if (dir_alias_layer(d)) caps |= DIR_CAP_WRITE_ALIASES;
     apr_thread_rwlock_unlock(d->lock);
     return caps;
@@ -567,9 +574,52 @@ typedef struct dir_expand_t {
     const char *top;
     apr_hash_t *seen;    /* every address met so far: expanded once, delivered once */
     apr_hash_t *on_path; /* aliases/lists being expanded: meeting one again is a loop */
+    /* Aliases and lists met only inside a list so far (address -> entry):
+     * met again through aliases only, their policies apply after all. */
+    apr_hash_t *guarded;
     dir_result_t *r;
     int lookups;
 } dir_expand_t;
+
+/* A list's posting policy, from where list writes go. Under the read lock. */
+static apr_status_t dir_policy_get_locked(dir_t *d, const char *norm, dir_post_policy_e *policy_r,
+                                          apr_pool_t *pool)
+{
+    const dir_layer_t *l = dir_alias_layer(d);
+    *policy_r = DIR_POST_ANYONE;
+    if (!l || !l->be->list_policy_get) return APR_SUCCESS;
+    apr_status_t st = l->be->list_policy_get(l->ctx, norm, policy_r, pool);
+    return st == APR_SUCCESS ? st : PR_ETEMPFAIL;
+}
+
+/* A list reached from the top through aliases only: its policy applies. */
+static apr_status_t dir_expand_restrict(dir_expand_t *x, const char *list)
+{
+    dir_post_policy_e policy;
+    apr_status_t st = dir_policy_get_locked(x->d, list, &policy, x->pool);
+    if (st != APR_SUCCESS || policy == DIR_POST_ANYONE) return st;
+    dir_list_policy_t *lp = apr_array_push(x->r->restricted);
+    lp->list = list;
+    lp->policy = policy;
+    return APR_SUCCESS;
+}
+
+/* An alias or list first met inside a list, now met through aliases only:
+ * its targets were expanded then (and are not again); only the policies
+ * it leads to are still to collect. Each entry leaves x->guarded before
+ * its targets are looked at, so this ends. */
+static apr_status_t dir_expand_unguard(dir_expand_t *x, const char *n, const dir_entry_t *e)
+{
+    apr_hash_set(x->guarded, n, APR_HASH_KEY_STRING, NULL);
+    if (e->kind == DIR_KIND_LIST) return dir_expand_restrict(x, n);
+    for (int i = 0; i < e->targets->nelts; i++) {
+        const char *t = dir_address_normalize(APR_ARRAY_IDX(e->targets, i, const char *), x->pool);
+        const dir_entry_t *g = t ? apr_hash_get(x->guarded, t, APR_HASH_KEY_STRING) : NULL;
+        apr_status_t st = g ? dir_expand_unguard(x, t, g) : APR_SUCCESS;
+        if (st != APR_SUCCESS) return st;
+    }
+    return APR_SUCCESS;
+}
 
 static apr_status_t dir_expand_add(dir_expand_t *x, apr_array_header_t *to, const char *address)
 {
@@ -582,8 +632,11 @@ static apr_status_t dir_expand_add(dir_expand_t *x, apr_array_header_t *to, cons
     return APR_SUCCESS;
 }
 
-static apr_status_t dir_expand(dir_expand_t *x, const dir_entry_t *e, int depth)
+/* in_list: e was reached through a list, whose owner answers for what it
+ * holds; its targets then are not subject to their own policies. */
+static apr_status_t dir_expand(dir_expand_t *x, const dir_entry_t *e, int depth, int in_list)
 {
+    int guarded = in_list || e->kind == DIR_KIND_LIST;
     for (int i = 0; i < e->targets->nelts; i++) {
         const char *t = APR_ARRAY_IDX(e->targets, i, const char *);
         const char *n = dir_address_normalize(t, x->pool);
@@ -599,7 +652,12 @@ static apr_status_t dir_expand(dir_expand_t *x, const dir_entry_t *e, int depth)
                         x->top);
             continue;
         }
-        if (apr_hash_get(x->seen, n, APR_HASH_KEY_STRING)) continue;
+        if (apr_hash_get(x->seen, n, APR_HASH_KEY_STRING)) {
+            const dir_entry_t *g =
+                guarded ? NULL : apr_hash_get(x->guarded, n, APR_HASH_KEY_STRING);
+            if (g && (st = dir_expand_unguard(x, n, g)) != APR_SUCCESS) return st;
+            continue;
+        }
         apr_hash_set(x->seen, n, APR_HASH_KEY_STRING, n);
 
         const char *at = strchr(n, '@');
@@ -633,8 +691,12 @@ static apr_status_t dir_expand(dir_expand_t *x, const dir_entry_t *e, int depth)
                         DIR_MAX_DEPTH, n);
             continue;
         }
+        if (guarded)
+            apr_hash_set(x->guarded, n, APR_HASH_KEY_STRING, sub);
+        else if (sub->kind == DIR_KIND_LIST && (st = dir_expand_restrict(x, n)) != APR_SUCCESS)
+            return st;
         apr_hash_set(x->on_path, n, APR_HASH_KEY_STRING, n);
-        st = dir_expand(x, sub, depth + 1);
+        st = dir_expand(x, sub, depth + 1, guarded);
         apr_hash_set(x->on_path, n, APR_HASH_KEY_STRING, NULL);
         if (st != APR_SUCCESS) return st;
     }
@@ -655,6 +717,7 @@ static apr_status_t dir_resolve_locked(dir_t *d, const char *norm, dir_result_t 
     r->address = norm;
     r->mailboxes = apr_array_make(pool, 4, sizeof(const char *));
     r->external = apr_array_make(pool, 0, sizeof(const char *));
+    r->restricted = apr_array_make(pool, 0, sizeof(dir_list_policy_t));
     if (e->kind == DIR_KIND_MAILBOX) {
         APR_ARRAY_PUSH(r->mailboxes, const char *) = norm;
     } else {
@@ -664,10 +727,13 @@ static apr_status_t dir_resolve_locked(dir_t *d, const char *norm, dir_result_t 
         x.top = norm;
         x.seen = apr_hash_make(pool);
         x.on_path = apr_hash_make(pool);
+        x.guarded = apr_hash_make(pool);
         x.r = r;
         apr_hash_set(x.seen, norm, APR_HASH_KEY_STRING, norm);
         apr_hash_set(x.on_path, norm, APR_HASH_KEY_STRING, norm);
-        if ((st = dir_expand(&x, e, 0)) != APR_SUCCESS) return st;
+        if (e->kind == DIR_KIND_LIST && (st = dir_expand_restrict(&x, norm)) != APR_SUCCESS)
+            return st;
+        if ((st = dir_expand(&x, e, 0, 0)) != APR_SUCCESS) return st;
     }
     *r_r = r;
     return APR_SUCCESS;
@@ -852,15 +918,95 @@ apr_status_t dir_sender_allowed(dir_t *d, const char *user, const char *address,
     return st;
 }
 
+/* ---- posting policies */
+
+static const char *const dir_post_policy_names[] = {"anyone", "members", "local"};
+
+const char *dir_post_policy_name(dir_post_policy_e policy)
+{
+    if ((unsigned)policy >= sizeof(dir_post_policy_names) / sizeof(dir_post_policy_names[0]))
+        return "?";
+    return dir_post_policy_names[policy];
+}
+
+apr_status_t dir_post_policy_parse(dir_post_policy_e *policy_r, const char *name)
+{
+    apr_size_t n = sizeof(dir_post_policy_names) / sizeof(dir_post_policy_names[0]);
+    for (apr_size_t i = 0; name && i < n; i++) {
+        if (strcmp(name, dir_post_policy_names[i]) == 0) {
+            *policy_r = (dir_post_policy_e)i;
+            return APR_SUCCESS;
+        }
+    }
+    return PR_EINVAL;
+}
+
+/* Is sender (normalised) a member of list, by dir_post_allowed's rule?
+ * *sr caches the sender's own expansion between lists (NULL: not yet;
+ * its kind 0: not a local address). APR_SUCCESS, PR_EPERM, PR_ETEMPFAIL. */
+static apr_status_t dir_member_locked(dir_t *d, const char *list, const char *sender,
+                                      dir_result_t **sr, apr_pool_t *pool)
+{
+    dir_result_t *lr;
+    apr_status_t st = dir_resolve_locked(d, list, &lr, pool);
+    if (st == PR_ETEMPFAIL) return st;
+    /* Gone or grown too big since the recipient was resolved: nobody is
+     * shown to be a member, which is what a restriction asks. */
+    if (st != APR_SUCCESS) return PR_EPERM;
+    if (dir_array_has(lr->mailboxes, sender)) return APR_SUCCESS;
+    /* External members keep their local part as written; the sender's is
+     * lower-cased. Mail systems do not tell case apart in practice. */
+    for (int i = 0; i < lr->external->nelts; i++)
+        if (apr_cstr_casecmp(APR_ARRAY_IDX(lr->external, i, const char *), sender) == 0)
+            return APR_SUCCESS;
+    if (!*sr) {
+        st = dir_resolve_locked(d, sender, sr, pool);
+        if (st == PR_ETEMPFAIL) return st;
+        if (st != APR_SUCCESS) *sr = apr_pcalloc(pool, sizeof(**sr));
+    }
+    /* Her own alias: it leads to mailboxes of the list and nowhere else,
+     * so whoever may use it is a member anyway. */
+    const dir_result_t *r = *sr;
+    if (!r->kind || r->mailboxes->nelts == 0 || r->external->nelts > 0) return PR_EPERM;
+    for (int i = 0; i < r->mailboxes->nelts; i++)
+        if (!dir_array_has(lr->mailboxes, APR_ARRAY_IDX(r->mailboxes, i, const char *)))
+            return PR_EPERM;
+    return APR_SUCCESS;
+}
+
+apr_status_t dir_post_allowed(dir_t *d, const dir_result_t *r, const char *sender,
+                              const char *auth_user, const dir_list_policy_t **refused_r,
+                              apr_pool_t *pool)
+{
+    const char *ns = sender && *sender ? dir_address_normalize(sender, pool) : NULL;
+    dir_result_t *sr = NULL;
+    apr_status_t st = APR_SUCCESS;
+
+    if (!r->restricted || r->restricted->nelts == 0) return APR_SUCCESS;
+    apr_thread_rwlock_rdlock(d->lock);
+    for (int i = 0; st == APR_SUCCESS && i < r->restricted->nelts; i++) {
+        const dir_list_policy_t *lp = &APR_ARRAY_IDX(r->restricted, i, dir_list_policy_t);
+        if (lp->policy == DIR_POST_LOCAL)
+            st = auth_user ? APR_SUCCESS : PR_EPERM;
+        else if (lp->policy == DIR_POST_MEMBERS)
+            st = ns ? dir_member_locked(d, lp->list, ns, &sr, pool) : PR_EPERM;
+        if (st == PR_EPERM) *refused_r = lp;
+    }
+    apr_thread_rwlock_unlock(d->lock);
+    return st;
+}
+
 /* ---- admin calls */
 
 /* Every admin call: normalise (before), check the backend has the operation
- * (writes also need DIR_CAP_WRITE), call it under the read lock. */
+ * (writes also need DIR_CAP_WRITE or _USERS), call it under the read lock. */
 #define DIR_CALL(d, need_write, fn, ...)                                                           \
     do {                                                                                           \
         apr_status_t st_ = PR_EPERM;                                                               \
         apr_thread_rwlock_rdlock((d)->lock);                                                       \
-        if ((d)->primary.be->fn && (!(need_write) || ((d)->primary.be->caps & DIR_CAP_WRITE)))     \
+        if ((d)->primary.be->fn &&                                                                 \
+            (!(need_write) ||                                                                      \
+             (dir_layer_caps(&(d)->primary) & (DIR_CAP_WRITE | DIR_CAP_WRITE_USERS))))             \
             st_ = (d)->primary.be->fn((d)->primary.ctx, __VA_ARGS__);                              \
         apr_thread_rwlock_unlock((d)->lock);                                                       \
         return st_;                                                                                \
@@ -939,6 +1085,37 @@ apr_status_t dir_user_list(dir_t *d, apr_array_header_t **users_r, apr_pool_t *p
     DIR_CALL(d, 0, user_list, users_r, pool);
 }
 
+/* Beside a backend that writes its own users (DIR_CAP_WRITE_USERS):
+ * does an alias or list write about address belong to the backend? Not
+ * when the built-in directory holds the address (its entries shadow the
+ * backend's). Under the read lock. */
+static int dir_backend_owns(const dir_t *d, const char *address, apr_pool_t *pool)
+{
+    if (!(dir_layer_caps(&d->primary) & DIR_CAP_WRITE_USERS) || !d->local.be) return 0;
+    dir_entry_t *e;
+    return dir_layer_lookup(&d->local, address, &e, pool) == PR_ENOTFOUND;
+}
+
+/* An alias, list-member write: to the backend when it owns the address and
+ * answers (fn_backend gives APR_ENOTIMPL or, for a removal, PR_ENOTFOUND
+ * for what is not its own), else where dir_alias_layer says. */
+#define DIR_CALL_OWNER(d, address, fn, ...)                                                        \
+    do {                                                                                           \
+        apr_status_t st_ = APR_ENOTIMPL;                                                           \
+        apr_pool_t *p_;                                                                            \
+        apr_pool_create(&p_, NULL);                                                                \
+        apr_thread_rwlock_rdlock((d)->lock);                                                       \
+        if (dir_backend_owns(d, address, p_) && (d)->primary.be->fn)                               \
+            st_ = (d)->primary.be->fn((d)->primary.ctx, __VA_ARGS__);                              \
+        if (st_ == APR_ENOTIMPL) {                                                                 \
+            const dir_layer_t *l_ = dir_alias_layer(d);                                            \
+            st_ = l_ && l_->be->fn ? l_->be->fn(l_->ctx, __VA_ARGS__) : PR_EPERM;                  \
+        }                                                                                          \
+        apr_thread_rwlock_unlock((d)->lock);                                                       \
+        apr_pool_destroy(p_);                                                                      \
+        return st_;                                                                                \
+    } while (0)
+
 apr_status_t dir_alias_add(dir_t *d, const char *address, const char *const *targets, int n)
 {
     char t[DIR_ADDRESS_MAX + 1];
@@ -946,13 +1123,27 @@ apr_status_t dir_alias_add(dir_t *d, const char *address, const char *const *tar
     if (n < 1) return PR_EINVAL;
     for (int i = 0; i < n; i++)
         if (!dir_address_normalize_buf(t, sizeof(t), targets[i])) return PR_EINVAL;
-    DIR_CALL_ALIASES(d, alias_add, a, targets, n);
+    DIR_CALL_OWNER(d, a, alias_add, a, targets, n);
+}
+
+/* The built-in directory's alias first (it shadows), then the backend's. */
+static apr_status_t dir_alias_del_locked(dir_t *d, const char *a)
+{
+    const dir_layer_t *l = dir_alias_layer(d);
+    apr_status_t st = l && l->be->alias_del ? l->be->alias_del(l->ctx, a) : PR_EPERM;
+    if (st == PR_ENOTFOUND && l != &d->primary && d->primary.be->alias_del &&
+        (dir_layer_caps(&d->primary) & DIR_CAP_WRITE_USERS))
+        st = d->primary.be->alias_del(d->primary.ctx, a);
+    return st;
 }
 
 apr_status_t dir_alias_del(dir_t *d, const char *address)
 {
     DIR_NORM(a, address);
-    DIR_CALL_ALIASES(d, alias_del, a);
+    apr_thread_rwlock_rdlock(d->lock);
+    apr_status_t st = dir_alias_del_locked(d, a);
+    apr_thread_rwlock_unlock(d->lock);
+    return st;
 }
 
 apr_status_t dir_alias_list(dir_t *d, apr_array_header_t **aliases_r, apr_pool_t *pool)
@@ -976,17 +1167,55 @@ apr_status_t dir_list_member_add(dir_t *d, const char *list, const char *member)
 {
     DIR_NORM(l, list);
     DIR_NORM(m, member);
-    DIR_CALL_ALIASES(d, list_member_add, l, m);
+    DIR_CALL_OWNER(d, l, list_member_add, l, m);
 }
 
 apr_status_t dir_list_member_del(dir_t *d, const char *list, const char *member)
 {
     DIR_NORM(l, list);
     DIR_NORM(m, member);
-    DIR_CALL_ALIASES(d, list_member_del, l, m);
+    DIR_CALL_OWNER(d, l, list_member_del, l, m);
 }
 
 apr_status_t dir_list_list(dir_t *d, apr_array_header_t **lists_r, apr_pool_t *pool)
 {
     DIR_CALL_ALIASES(d, list_list, lists_r, pool);
+}
+
+apr_status_t dir_list_set_policy(dir_t *d, const char *list, dir_post_policy_e policy)
+{
+    apr_pool_t *p;
+    dir_entry_t *e;
+    DIR_NORM(l, list);
+    if ((unsigned)policy > DIR_POST_LOCAL) return PR_EINVAL;
+    apr_pool_create(&p, NULL);
+    apr_thread_rwlock_rdlock(d->lock);
+    /* Any list the directory answers for, a read-only backend's too: that
+     * is what the policy beside it is for. */
+    apr_status_t st = dir_lookup_locked(d, l, &e, p);
+    if (st == APR_SUCCESS && e->kind != DIR_KIND_LIST) st = PR_ENOTFOUND;
+    if (st == APR_SUCCESS) {
+        const dir_layer_t *w = dir_alias_layer(d);
+        st = w && w->be->list_policy_set ? w->be->list_policy_set(w->ctx, l, policy) : PR_EPERM;
+    }
+    apr_thread_rwlock_unlock(d->lock);
+    apr_pool_destroy(p);
+    return st;
+}
+
+apr_status_t dir_list_get_policy(dir_t *d, const char *list, dir_post_policy_e *policy_r)
+{
+    apr_pool_t *p;
+    DIR_NORM(l, list);
+    apr_pool_create(&p, NULL);
+    apr_thread_rwlock_rdlock(d->lock);
+    apr_status_t st = dir_policy_get_locked(d, l, policy_r, p);
+    apr_thread_rwlock_unlock(d->lock);
+    apr_pool_destroy(p);
+    return st;
+}
+
+apr_status_t dir_list_policies(dir_t *d, apr_array_header_t **policies_r, apr_pool_t *pool)
+{
+    DIR_CALL_ALIASES(d, list_policy_list, policies_r, pool);
 }

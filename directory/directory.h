@@ -36,12 +36,38 @@ typedef struct dir_entry_t {
     apr_array_header_t *targets; /* const char*: alias targets or list members */
 } dir_entry_t;
 
+/* Who may post to a mailing list. Set per list address in the built-in
+ * directory (also for a read-only backend's lists: admins cannot write to
+ * AD, yet must restrict who posts to an AD group); none set: anyone. */
+typedef enum {
+    DIR_POST_ANYONE = 0, /* "anyone" */
+    DIR_POST_MEMBERS,    /* "members": the envelope sender is one (see dir_post_allowed) */
+    DIR_POST_LOCAL,      /* "local": an authenticated session; a claimed MAIL FROM never counts */
+} dir_post_policy_e;
+
+/* The name of a policy ("anyone", "members", "local"). */
+const char *dir_post_policy_name(dir_post_policy_e policy);
+/* A policy by name (exact, lower case). PR_EINVAL for any other. */
+apr_status_t dir_post_policy_parse(dir_post_policy_e *policy_r, const char *name);
+
+/* One list's policy. */
+typedef struct dir_list_policy_t {
+    const char *list; /* canonical address */
+    dir_post_policy_e policy;
+} dir_list_policy_t;
+
 /* A fully expanded recipient. */
 typedef struct dir_result_t {
     dir_kind_e kind;               /* what the address itself is */
     const char *address;           /* canonical address */
     apr_array_header_t *mailboxes; /* const char*: local users to deliver to (deduplicated) */
     apr_array_header_t *external;  /* const char*: non-local addresses to relay to */
+    /* dir_list_policy_t: the restricted lists (policy not DIR_POST_ANYONE)
+     * whose policy this recipient is subject to: the address itself if it
+     * is a list, and lists reached from it through aliases only; the
+     * address itself first. Lists nested in a list are the outer list's
+     * owner's choice and are not checked again. See dir_post_allowed. */
+    apr_array_header_t *restricted;
 } dir_result_t;
 
 typedef struct dir_user_t {
@@ -57,6 +83,11 @@ enum { DIR_CAP_WRITE = 1 };
 /* dir_caps only, never a backend's: alias and list writes have somewhere
  * to go (the backend, or the built-in directory beside a read-only one). */
 enum { DIR_CAP_WRITE_ALIASES = 2 };
+/* A backend's caps_of (never its static caps): users are written to the
+ * backend (add, delete, password), and so are the other addresses of its
+ * users and the members of its lists; new aliases and lists still go to the
+ * built-in directory beside it. LDAP with an admin bind. */
+enum { DIR_CAP_WRITE_USERS = 4 };
 typedef struct dir_backend_t {
     const char *name;
     unsigned caps;
@@ -101,6 +132,29 @@ typedef struct dir_backend_t {
     /* Admin write (DIR_CAP_WRITE): a user's mailbox quota in bytes; -1 = the
      * default ([store] default_quota), 0 = unlimited. PR_ENOTFOUND. */
     apr_status_t (*user_set_quota)(void *ctx, const char *address, apr_off_t quota);
+    /* Optional: caps that depend on the backend's settings, ORed to caps
+     * (DIR_CAP_WRITE_USERS). A backend with DIR_CAP_WRITE_USERS answers
+     * APR_ENOTIMPL from alias_add when the alias is not one more address
+     * of one of its users (the built-in directory then takes it), and
+     * PR_ENOTFOUND from alias_del and list_member_* for addresses that
+     * are not its own. */
+    unsigned (*caps_of)(void *ctx);
+    /* Posting policies by list address, whoever holds the list (see
+     * dir_post_policy_e); the backend does not check that it is a list.
+     * get: DIR_POST_ANYONE when none is set. set (DIR_CAP_WRITE):
+     * DIR_POST_ANYONE forgets the address. list: those set, by address.
+     * A backend that deletes a list of its own forgets its policy. */
+    apr_status_t (*list_policy_get)(void *ctx, const char *list, dir_post_policy_e *policy_r,
+                                    apr_pool_t *pool);
+    apr_status_t (*list_policy_set)(void *ctx, const char *list, dir_post_policy_e policy);
+    apr_status_t (*list_policy_list)(void *ctx,
+                                     apr_array_header_t **policies_r /* dir_list_policy_t */,
+                                     apr_pool_t *pool);
+    /* Optional, for `postroomd --check` (dir_check): reach the data the
+     * way the daemon will and say in one line what was found or why it
+     * failed (e.g. "ldap: bind ok as DN on URI (StartTLS); base B found;
+     * 12 users visible"). Any failure status fails the check. */
+    apr_status_t (*check)(void *ctx, const char **report_r, apr_pool_t *pool);
 } dir_backend_t;
 
 extern const dir_backend_t dir_local_backend;
@@ -119,6 +173,12 @@ apr_status_t dir_open_with(dir_t **d_r, const pr_config_t *cfg, const dir_backen
  * Calls in flight finish on the old backend; on failure the old one stays. */
 apr_status_t dir_reload(dir_t *d, const pr_config_t *cfg);
 void dir_close(dir_t *d);
+/* `postroomd --check`: open the directory cfg names, reach its data as the
+ * daemon will (LDAP: connect, bind, read the base, count the users; the
+ * backend's check, else its user list) and close it again. *report_r:
+ * one line saying what was found ("local directory: 3 users") or why it
+ * failed. APR_SUCCESS, or the failure. */
+apr_status_t dir_check(const pr_config_t *cfg, const char **report_r, apr_pool_t *pool);
 /* The current backend and its context; valid only until the next dir_reload.
  * Prefer the dir_* calls below, which are safe against a concurrent reload. */
 const dir_backend_t *dir_backend(const dir_t *d);
@@ -236,5 +296,30 @@ apr_status_t dir_list_member_add(dir_t *d, const char *list, const char *member)
 apr_status_t dir_list_member_del(dir_t *d, const char *list, const char *member);
 apr_status_t dir_list_list(dir_t *d, apr_array_header_t **lists_r /* dir_entry_t* */,
                            apr_pool_t *pool);
+/* A list's posting policy, kept where list writes go (the built-in
+ * directory beside a read-only backend), also for the backend's lists.
+ * PR_ENOTFOUND if the address is not a list (dir_lookup: a list of the
+ * read-only backend counts), PR_EINVAL, PR_EPERM, PR_ETEMPFAIL.
+ * dir_list_del forgets it; a list of the backend keeps it until set to
+ * DIR_POST_ANYONE. */
+apr_status_t dir_list_set_policy(dir_t *d, const char *list, dir_post_policy_e policy);
+/* DIR_POST_ANYONE when none is set (any address). PR_EINVAL, PR_ETEMPFAIL. */
+apr_status_t dir_list_get_policy(dir_t *d, const char *list, dir_post_policy_e *policy_r);
+/* The policies set (not DIR_POST_ANYONE), by address; they may name lists
+ * deleted from the read-only backend since. */
+apr_status_t dir_list_policies(dir_t *d, apr_array_header_t **policies_r /* dir_list_policy_t */,
+                               apr_pool_t *pool);
+
+/* May this message go to a resolved recipient (dir_resolve's r), by the
+ * policies of r->restricted? "members": the envelope sender (normalised;
+ * the null sender "" never is one) is among the list's expanded
+ * recipients (mailboxes or external), or is a local address resolving to
+ * mailboxes only, all of them the list's (a member writing from an alias
+ * of hers). "local": auth_user (the session's authenticated user) is not
+ * NULL. APR_SUCCESS; PR_EPERM and *refused_r the first list that refuses;
+ * PR_ETEMPFAIL. */
+apr_status_t dir_post_allowed(dir_t *d, const dir_result_t *r, const char *sender,
+                              const char *auth_user, const dir_list_policy_t **refused_r,
+                              apr_pool_t *pool);
 
 #endif

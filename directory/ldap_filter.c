@@ -60,8 +60,11 @@ static int dir_ldap_attr_ok(const char *name)
     return 1;
 }
 
-const char *dir_ldap_filter_any(const char *objfilter, const pr_strlist_t *attrs, const char *value,
-                                const char *extra, int negate, apr_pool_t *pool)
+/* dir_ldap_filter_any with alt, when not NULL, as one more branch of the
+ * "(|...)": a filter built here from escaped values. */
+static const char *dir_ldap_filter_build(const char *objfilter, const pr_strlist_t *attrs,
+                                         const char *value, const char *alt, const char *extra,
+                                         int negate, apr_pool_t *pool)
 {
     apr_array_header_t *parts;
     const char *v, *pv = NULL;
@@ -88,6 +91,7 @@ const char *dir_ldap_filter_any(const char *objfilter, const pr_strlist_t *attrs
         }
         APR_ARRAY_PUSH(parts, const char *) = ")";
     }
+    if (alt) APR_ARRAY_PUSH(parts, const char *) = alt;
     APR_ARRAY_PUSH(parts, const char *) = ")";
     if (extra && *extra) {
         /* RFC 4515 2: not = "!" filter. */
@@ -97,6 +101,31 @@ const char *dir_ldap_filter_any(const char *objfilter, const pr_strlist_t *attrs
     }
     APR_ARRAY_PUSH(parts, const char *) = ")";
     return apr_array_pstrcat(pool, parts, '\0');
+}
+
+const char *dir_ldap_filter_any(const char *objfilter, const pr_strlist_t *attrs, const char *value,
+                                const char *extra, int negate, apr_pool_t *pool)
+{
+    return dir_ldap_filter_build(objfilter, attrs, value, NULL, extra, negate, pool);
+}
+
+/* Does text hold word, in any case? */
+static int dir_ldap_mentions(const char *text, const char *word)
+{
+    apr_size_t n = strlen(word);
+    for (const char *p = text; p && *p; p++)
+        if (strncasecmp(p, word, n) == 0) return 1;
+    return 0;
+}
+
+const char *dir_ldap_filter_list(const char *list_filter, const pr_strlist_t *attrs,
+                                 const char *address, apr_pool_t *pool)
+{
+    const char *alt = NULL, *at = address ? strrchr(address, '@') : NULL;
+    if (at && at > address && list_filter && dir_ldap_mentions(list_filter, "nisMailAlias"))
+        alt = apr_pstrcat(pool, "(&(objectClass=nisMailAlias)(cn=",
+                          dir_ldap_escape(address, (apr_size_t)(at - address), pool), "))", NULL);
+    return dir_ldap_filter_build(list_filter, attrs, address, alt, NULL, 0, pool);
 }
 
 /* ---- address values */

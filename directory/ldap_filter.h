@@ -20,6 +20,16 @@ const char *dir_ldap_escape(const char *value, apr_size_t len, apr_pool_t *pool)
 const char *dir_ldap_filter_any(const char *objfilter, const pr_strlist_t *attrs, const char *value,
                                 const char *extra, int negate, apr_pool_t *pool);
 
+/* The list an address "local@domain" names: dir_ldap_filter_any(list_filter,
+ * attrs, address) and, when list_filter mentions nisMailAlias (the
+ * openldap preset's does), one more branch of the "(|...)":
+ * "(&(objectClass=nisMailAlias)(cn=local))". Such an entry has no mail
+ * attribute: its cn is the local part, as in /etc/aliases, valid in every
+ * local domain (the backend is only asked about local addresses). One
+ * search finds either. NULL if attrs is empty. */
+const char *dir_ldap_filter_list(const char *list_filter, const pr_strlist_t *attrs,
+                                 const char *address, apr_pool_t *pool);
+
 /* An address from an address attribute value: for proxyAddresses-style
  * values "smtp:x" / "SMTP:x" gives x; other prefixed types ("X500:...",
  * "sip:...") give NULL; a value without a "type:" prefix is returned as it

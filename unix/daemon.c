@@ -3,6 +3,7 @@
  * taken synchronously by the main thread (sigwait), so no mail logic ever
  * runs in a signal handler: SIGTERM/SIGINT stop gracefully, SIGHUP reloads. */
 #include "unix/daemon.h"
+#include "directory/directory.h"
 #include "service/core/config.h"
 #include "service/core/log.h"
 #include "service/core/status.h"
@@ -27,7 +28,8 @@ static void usage(FILE *f)
     fprintf(f, "usage: postroomd [-c FILE] [-f] [--check]\n"
                "  -c FILE   configuration file (default " DEFAULT_CONFIG ")\n"
                "  -f        stay in the foreground (log to stderr unless configured)\n"
-               "  --check   validate the configuration and exit (0 = valid)\n");
+               "  --check   validate the configuration, reach the directory and exit\n"
+               "            (0 = valid and reachable)\n");
 }
 
 static int pidfile_write(const char *path)
@@ -108,7 +110,18 @@ int pr_daemon_main(int argc, const char *const *argv)
         return 1;
     }
     if (check) {
+        /* The file is fine; now what the daemon will meet: the directory
+         * (for LDAP: connect, bind, base, users), so a wrong password or
+         * base shows here rather than as 451s for every recipient. */
+        const char *report = NULL;
         printf("%s: configuration ok\n", conf);
+        fflush(stdout);
+        apr_status_t st = dir_check(cfg, &report, pool);
+        if (st != APR_SUCCESS) {
+            fprintf(stderr, "postroomd: %s\n", report ? report : "directory check failed");
+            return 1;
+        }
+        printf("%s\n", report);
         return 0;
     }
 

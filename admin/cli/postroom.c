@@ -42,6 +42,7 @@ static const char cli_usage_text[] =
     "  list del ADDRESS\n"
     "  list member add LIST ADDRESS\n"
     "  list member del LIST ADDRESS\n"
+    "  list policy LIST anyone|members|local\n"
     "  list show [LIST]\n"
     "  mailbox show ADDRESS\n"
     "  mailbox cat ADDRESS UID [FOLDER]\n"
@@ -49,7 +50,10 @@ static const char cli_usage_text[] =
     "Without --password-stdin the password is asked twice on the terminal;\n"
     "with it, one line is read from standard input.\n"
     "A quota SIZE is bytes or a number with k, m or g (25m); 0 is unlimited;\n"
-    "'default' goes back to [store] default_quota.\n";
+    "'default' goes back to [store] default_quota.\n"
+    "A list's policy says who may post to it: anyone; members (by envelope\n"
+    "sender); local (authenticated senders only). It applies to lists of an\n"
+    "LDAP directory too.\n";
 
 typedef struct cli_t {
     apr_pool_t *pool;
@@ -279,6 +283,13 @@ static int cmd_list_member_del(cli_t *c)
     return cli_result(st, err);
 }
 
+static int cmd_list_policy(cli_t *c)
+{
+    const char *err = NULL;
+    apr_status_t st = admin_list_policy(c->admin, c->args[0], c->args[1], &err, c->pool);
+    return cli_result(st, err);
+}
+
 static int cmd_list_show(cli_t *c)
 {
     const char *err = NULL, *want = NULL;
@@ -290,13 +301,22 @@ static int cmd_list_show(cli_t *c)
     if ((st = admin_list_show(c->admin, &lists, &err, c->pool)) != APR_SUCCESS)
         return cli_result(st, err);
     for (int i = 0; i < lists->nelts; i++) {
-        const dir_entry_t *e = APR_ARRAY_IDX(lists, i, const dir_entry_t *);
+        const admin_list_t *l = &APR_ARRAY_IDX(lists, i, admin_list_t);
         if (!want) {
-            cli_print_entry(e, ": ");
-        } else if (strcmp(e->address, want) == 0) {
+            /* "staff@example.org (posting: members): a@example.org, ..." */
+            printf("%s (posting: %s):", l->address, dir_post_policy_name(l->policy));
+            if (!l->members) printf(" (members kept in the read-only directory)");
+            for (int j = 0; l->members && j < l->members->nelts; j++)
+                printf("%s%s", j ? ", " : " ", APR_ARRAY_IDX(l->members, j, const char *));
+            printf("\n");
+        } else if (strcmp(l->address, want) == 0) {
+            if (!l->members)
+                return cli_fail("list '%s' is in the read-only directory; its members are "
+                                "listed there",
+                                want);
             /* one list: its members, one a line, for scripts */
-            for (int j = 0; j < e->targets->nelts; j++)
-                printf("%s\n", APR_ARRAY_IDX(e->targets, j, const char *));
+            for (int j = 0; j < l->members->nelts; j++)
+                printf("%s\n", APR_ARRAY_IDX(l->members, j, const char *));
             return CLI_OK;
         }
     }
@@ -401,6 +421,7 @@ typedef struct cli_cmd_t {
 static const cli_cmd_t cli_cmds[] = {
     {{"list", "member", "add"}, 2, 2, 0, cmd_list_member_add},
     {{"list", "member", "del"}, 2, 2, 0, cmd_list_member_del},
+    {{"list", "policy"}, 2, 2, 0, cmd_list_policy},
     {{"domain", "add"}, 1, 1, 0, cmd_domain_add},
     {{"domain", "del"}, 1, 1, 0, cmd_domain_del},
     {{"domain", "list"}, 0, 0, 0, cmd_domain_list},

@@ -48,6 +48,11 @@ typedef enum {
     T_LDAP_FILTER_OPT, /* same, empty = none */
     T_LDAP_ATTRS,      /* non-empty list of attribute names or OIDs */
     T_LOGIN_NAMES,     /* address | address,username */
+    T_SMARTHOST,       /* host[:port], empty = none; the port goes to the next int field */
+    T_SMARTHOST_TLS,   /* starttls | implicit | none */
+    T_OUTBOUND_TLS,    /* may | encrypt */
+    T_DNS_SERVERS,     /* list of ip[:port] */
+    T_DURATIONS,       /* non-empty list of durations in [min, max] */
 } key_type_e;
 
 typedef struct {
@@ -63,8 +68,8 @@ typedef struct {
         sec, name, type, offsetof(pr_config_t, field), min, max                                    \
     }
 
-static const char *const sections[] = {"server", "smtp", "pop3",      "pop2",
-                                       "store",  "tls",  "directory", "ldap"};
+static const char *const sections[] = {"server", "smtp",      "pop3", "pop2",    "store",
+                                       "tls",    "directory", "ldap", "outbound"};
 
 static const key_def_t keys[] = {
     K("server", "hostname", T_HOSTNAME, server.hostname, 0, 0),
@@ -125,6 +130,29 @@ static const key_def_t keys[] = {
     K("ldap", "pool_size", T_INT, ldap.pool_size, 1, 64),
     K("ldap", "admin_bind_dn", T_PATH_OPT, ldap.admin_bind_dn, 0, 0),
     K("ldap", "admin_bind_password_file", T_PATH_OPT, ldap.admin_bind_password_file, 0, 0),
+    K("ldap", "admin_user_base", T_PATH_OPT, ldap.admin_user_base, 0, 0),
+    K("outbound", "smarthost", T_SMARTHOST, outbound.smarthost, 0, 0),
+    K("outbound", "smarthost_tls", T_SMARTHOST_TLS, outbound.smarthost_tls, 0, 0),
+    K("outbound", "smarthost_auth_user", T_PATH_OPT, outbound.smarthost_auth_user, 0, 0),
+    K("outbound", "smarthost_password_file", T_PATH_OPT, outbound.smarthost_password_file, 0, 0),
+    K("outbound", "dns_servers", T_DNS_SERVERS, outbound.dns_servers, 0, 0),
+    K("outbound", "port", T_INT, outbound.port, 1, 65535),
+    K("outbound", "outbound_tls", T_OUTBOUND_TLS, outbound.outbound_tls, 0, 0),
+    K("outbound", "retry_schedule", T_DURATIONS, outbound.retry_schedule, APR_USEC_PER_SEC,
+      PR_DURATION_MAX),
+    K("outbound", "max_queue_lifetime", T_DURATION, outbound.max_queue_lifetime, APR_USEC_PER_SEC,
+      PR_DURATION_MAX),
+    K("outbound", "delay_warning_time", T_DURATION, outbound.delay_warning_time, 0,
+      PR_DURATION_MAX),
+    K("outbound", "max_recipients_per_day", T_INT, outbound.max_recipients_per_day, 0,
+      PR_COUNT_MAX),
+    K("outbound", "max_connections", T_INT, outbound.max_connections, 1, 1000),
+    K("outbound", "max_connections_per_destination", T_INT,
+      outbound.max_connections_per_destination, 1, 1000),
+    K("outbound", "connect_timeout", T_DURATION, outbound.connect_timeout, APR_USEC_PER_SEC,
+      PR_DURATION_MAX),
+    K("outbound", "command_timeout", T_DURATION, outbound.command_timeout, APR_USEC_PER_SEC,
+      PR_DURATION_MAX),
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -516,6 +544,27 @@ void pr_config_defaults(pr_config_t *cfg, apr_pool_t *pool)
     cfg->ldap.pool_size = 4;
     cfg->ldap.admin_bind_dn = "";
     cfg->ldap.admin_bind_password_file = "";
+    cfg->ldap.admin_user_base = "";
+
+    cfg->outbound.smarthost = "";
+    cfg->outbound.smarthost_port = 25;
+    cfg->outbound.smarthost_tls = PR_SMARTHOST_STARTTLS;
+    cfg->outbound.smarthost_auth_user = "";
+    cfg->outbound.smarthost_password_file = "";
+    cfg->outbound.port = 25;
+    cfg->outbound.outbound_tls = PR_OUTBOUND_TLS_MAY;
+    static const int retry_minutes[] = {5, 10, 20, 40, 60};
+    cfg->outbound.retry_schedule.n = 5;
+    cfg->outbound.retry_schedule.v = apr_pcalloc(pool, 5 * sizeof(apr_time_t));
+    for (int i = 0; i < 5; i++)
+        cfg->outbound.retry_schedule.v[i] = apr_time_from_sec(60 * retry_minutes[i]);
+    cfg->outbound.max_queue_lifetime = apr_time_from_sec(5 * 86400);
+    cfg->outbound.delay_warning_time = apr_time_from_sec(4 * 3600);
+    cfg->outbound.max_recipients_per_day = 1000;
+    cfg->outbound.max_connections = 20;
+    cfg->outbound.max_connections_per_destination = 4;
+    cfg->outbound.connect_timeout = apr_time_from_sec(30);
+    cfg->outbound.command_timeout = apr_time_from_sec(300);
 }
 
 /* ---- parsing state ------------------------------------------------------ */
@@ -586,7 +635,7 @@ static void *field(parse_t *ps, const key_def_t *k)
 static int is_list(const key_def_t *k)
 {
     return k->type == T_DOMAINS || k->type == T_CIDRS || k->type == T_ENDPOINTS ||
-           k->type == T_LDAP_URIS || k->type == T_LDAP_ATTRS;
+           k->type == T_LDAP_URIS || k->type == T_LDAP_ATTRS || k->type == T_DNS_SERVERS;
 }
 
 static const char *duration_text(apr_time_t t, apr_pool_t *pool)
@@ -618,7 +667,8 @@ static void apply(parse_t *ps, const key_def_t *k, int line, const char *value)
     char **items;
     int n;
 
-    if (!*value && !is_list(k) && k->type != T_PATH_OPT && k->type != T_LDAP_FILTER_OPT) {
+    if (!*value && !is_list(k) && k->type != T_PATH_OPT && k->type != T_LDAP_FILTER_OPT &&
+        k->type != T_SMARTHOST) {
         fail_key(ps, line, k, "empty value");
         return;
     }
@@ -779,11 +829,106 @@ static void apply(parse_t *ps, const key_def_t *k, int line, const char *value)
         return;
     }
 
+    case T_SMARTHOST: {
+        /* host, host:port, [v6] or [v6]:port; the port field follows. */
+        const char *host = value, *port = NULL;
+        int *port_f = (int *)((char *)f + offsetof(pr_config_t, outbound.smarthost_port) -
+                              offsetof(pr_config_t, outbound.smarthost));
+        if (!*value) {
+            *(const char **)f = "";
+            return;
+        }
+        if (*value == '[') {
+            const char *end = strchr(value, ']');
+            if (!end || (end[1] && end[1] != ':')) {
+                fail_key(ps, line, k, "bad host '%s' (use host:port or [v6]:port)",
+                         shown(value, pool));
+                return;
+            }
+            host = apr_pstrmemdup(pool, value + 1, (apr_size_t)(end - value - 1));
+            port = end[1] ? end + 2 : NULL;
+            pr_cidr_t c;
+            if (pr_cidr_parse(&c, host) != APR_SUCCESS || !strchr(host, ':')) {
+                fail_key(ps, line, k, "bad IPv6 address '%s'", shown(host, pool));
+                return;
+            }
+        } else {
+            const char *colon = strchr(value, ':');
+            if (colon) {
+                host = apr_pstrmemdup(pool, value, (apr_size_t)(colon - value));
+                port = colon + 1;
+            }
+            const char *d;
+            if (pr_parse_domain(&d, host, pool) != APR_SUCCESS) {
+                fail_key(ps, line, k, "bad host name '%s'", shown(host, pool));
+                return;
+            }
+            host = d;
+        }
+        if (port) {
+            char *end;
+            long v = strtol(port, &end, 10);
+            if (!*port || *end || v < 1 || v > 65535) {
+                fail_key(ps, line, k, "bad port '%s' (1..65535)", shown(port, pool));
+                return;
+            }
+            *port_f = (int)v;
+        }
+        *(const char **)f = host;
+        return;
+    }
+
+    case T_SMARTHOST_TLS:
+        if (strcasecmp(value, "starttls") == 0)
+            *(pr_smarthost_tls_e *)f = PR_SMARTHOST_STARTTLS;
+        else if (strcasecmp(value, "implicit") == 0)
+            *(pr_smarthost_tls_e *)f = PR_SMARTHOST_IMPLICIT;
+        else if (strcasecmp(value, "none") == 0)
+            *(pr_smarthost_tls_e *)f = PR_SMARTHOST_NONE;
+        else
+            fail_key(ps, line, k, "bad value '%s' (use starttls, implicit or none)",
+                     shown(value, pool));
+        return;
+
+    case T_OUTBOUND_TLS:
+        if (strcasecmp(value, "may") == 0)
+            *(pr_outbound_tls_e *)f = PR_OUTBOUND_TLS_MAY;
+        else if (strcasecmp(value, "encrypt") == 0)
+            *(pr_outbound_tls_e *)f = PR_OUTBOUND_TLS_ENCRYPT;
+        else
+            fail_key(ps, line, k, "bad value '%s' (use may or encrypt)", shown(value, pool));
+        return;
+
+    case T_DURATIONS: {
+        pr_durations_t *l = f;
+        n = split_list(value, &items, pool);
+        if (n <= 0) {
+            fail_key(ps, line, k, "needs at least one duration, e.g. 5m, 10m, 1h");
+            return;
+        }
+        apr_time_t *v = apr_pcalloc(pool, (size_t)n * sizeof(*v));
+        for (int i = 0; i < n; i++) {
+            if (pr_parse_duration(&v[i], items[i]) != APR_SUCCESS) {
+                fail_key(ps, line, k, "bad duration '%s'", shown(items[i], pool));
+                return;
+            }
+            if (v[i] < k->min || v[i] > k->max) {
+                fail_key(ps, line, k, "%s is out of range (%s..%s)", items[i],
+                         duration_text(k->min, pool), duration_text(k->max, pool));
+                return;
+            }
+        }
+        l->n = n;
+        l->v = v;
+        return;
+    }
+
     case T_DOMAINS:
     case T_CIDRS:
     case T_ENDPOINTS:
     case T_LDAP_URIS:
     case T_LDAP_ATTRS:
+    case T_DNS_SERVERS:
         break;
     }
 
@@ -830,6 +975,35 @@ static void apply(parse_t *ps, const key_def_t *k, int line, const char *value)
                 fail_key(ps, line, k, "bad URI '%s': %s", shown(items[i], pool), problem);
                 return;
             }
+        }
+    } else if (k->type == T_DNS_SERVERS) {
+        /* An address with an optional port (default 53), kept in the
+         * "ip:port" / "[v6]:port" form c-ares reads. */
+        pr_strlist_t *l = f;
+        l->n = n;
+        l->v = n ? apr_pcalloc(pool, (size_t)n * sizeof(*l->v)) : NULL;
+        for (int i = 0; i < n; i++) {
+            const char *it = items[i], *full;
+            int colons = 0;
+            for (const char *c = it; *c; c++)
+                colons += *c == ':';
+            if (it[0] == '[')
+                full = strstr(it, "]:") ? it : apr_pstrcat(pool, it, ":53", NULL);
+            else if (colons == 0)
+                full = apr_pstrcat(pool, it, ":53", NULL);
+            else if (colons == 1)
+                full = it;
+            else /* a bare IPv6 address */
+                full = apr_pstrcat(pool, "[", it, "]:53", NULL);
+            pr_endpoint_t ep;
+            pr_cidr_t ip; /* an address: a resolver cannot be found by name */
+            if (pr_endpoint_parse(&ep, full, pool) != APR_SUCCESS ||
+                pr_cidr_parse(&ip, ep.host) != APR_SUCCESS || strchr(ep.host, '/')) {
+                fail_key(ps, line, k, "bad DNS server '%s' (e.g. 127.0.0.1:5353 or [::1]:53)",
+                         shown(it, pool));
+                return;
+            }
+            l->v[i] = full;
         }
     } else if (k->type == T_LDAP_ATTRS) {
         pr_strlist_t *l = f;
@@ -1166,6 +1340,20 @@ static void check_ldap(parse_t *ps)
     check_ldap_pair(ps, "admin_bind_dn", "admin_bind_password_file", "for read-only access");
 }
 
+/* A relay login needs its password file, and the other way round. */
+static void check_outbound(parse_t *ps)
+{
+    const int user = key_index("outbound", "smarthost_auth_user"),
+              pw = key_index("outbound", "smarthost_password_file");
+    const pr_config_t *cfg = ps->cfg;
+    if (*cfg->outbound.smarthost_auth_user && !*cfg->outbound.smarthost_password_file)
+        fail_key(ps, ps->seen[user], &keys[user], "needs smarthost_password_file too");
+    else if (*cfg->outbound.smarthost_password_file && !*cfg->outbound.smarthost_auth_user)
+        fail_key(ps, ps->seen[pw], &keys[pw], "needs smarthost_auth_user too");
+    else if (*cfg->outbound.smarthost_auth_user && !*cfg->outbound.smarthost)
+        fail_key(ps, ps->seen[user], &keys[user], "needs smarthost (AUTH is only for a relay)");
+}
+
 static apr_status_t parse_buffer(pr_config_t **cfg_r, const char *text, apr_size_t len,
                                  const char *name, const char **err_r, apr_pool_t *pool)
 {
@@ -1196,6 +1384,7 @@ static apr_status_t parse_buffer(pr_config_t **cfg_r, const char *text, apr_size
         ldap_preset_fill(ps->cfg, ps->seen, pool);
         check_listeners(ps);
         check_ldap(ps);
+        check_outbound(ps);
     }
     if (ps->err) {
         if (err_r) *err_r = ps->err;

@@ -26,6 +26,16 @@ typedef struct pr_cidrs_t {
 
 typedef enum { PR_LOG_DEBUG, PR_LOG_INFO, PR_LOG_WARN, PR_LOG_ERROR } pr_log_level_e;
 typedef enum { PR_LDAP_OPENLDAP = 0, PR_LDAP_ACTIVEDIRECTORY } pr_ldap_preset_e;
+/* [outbound] smarthost_tls: how the connection to the relay is secured. */
+typedef enum { PR_SMARTHOST_STARTTLS = 0, PR_SMARTHOST_IMPLICIT, PR_SMARTHOST_NONE } pr_smarthost_tls_e;
+/* [outbound] outbound_tls, toward MX hosts: STARTTLS when offered, or
+ * required (no delivery in clear). */
+typedef enum { PR_OUTBOUND_TLS_MAY = 0, PR_OUTBOUND_TLS_ENCRYPT } pr_outbound_tls_e;
+
+typedef struct pr_durations_t {
+    int n;
+    apr_time_t *v;
+} pr_durations_t;
 
 typedef struct pr_config_t {
     const char *path; /* the file it was read from */
@@ -117,7 +127,31 @@ typedef struct pr_config_t {
         int pool_size;                  /* connections; default 4 */
         const char *admin_bind_dn;      /* default empty: read-only */
         const char *admin_bind_password_file;
+        const char *admin_user_base;    /* where admin writes create users; default
+                                           empty: base */
     } ldap;
+
+    /* [outbound]: delivery of mail that leaves (issue 5). */
+    struct {
+        const char *smarthost;             /* relay host name or address; default empty: MX */
+        int smarthost_port;                /* "host:port"; default 25 */
+        pr_smarthost_tls_e smarthost_tls;  /* default starttls */
+        const char *smarthost_auth_user;   /* default empty: no AUTH */
+        const char *smarthost_password_file; /* required with smarthost_auth_user */
+        pr_strlist_t dns_servers;          /* "ip:port" (c-ares syntax, [v6]:port);
+                                              default empty: the system resolver */
+        int port;                          /* MX hosts' port; default 25 (tests change it) */
+        pr_outbound_tls_e outbound_tls;    /* default may */
+        pr_durations_t retry_schedule;     /* default 5m,10m,20m,40m,1h; the last repeats */
+        apr_time_t max_queue_lifetime;     /* default 5d: then bounce */
+        apr_time_t delay_warning_time;     /* default 4h: then a delay DSN; 0 = never */
+        int max_recipients_per_day;        /* per authenticated user, relayed; default 1000,
+                                              0 = no limit */
+        int max_connections;               /* outbound, in total; default 20 */
+        int max_connections_per_destination; /* default 4 */
+        apr_time_t connect_timeout;        /* default 30s */
+        apr_time_t command_timeout;        /* per reply; default 5m (RFC 5321 4.5.3.2) */
+    } outbound;
 } pr_config_t;
 
 /* A config with every default filled in (data_dir etc. as documented). */

@@ -586,6 +586,28 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
         smtp_replyf(ss, "550 5.1.1 <%s>: Recipient address rejected: User unknown", shown);
         return;
     }
+    /* Before the quota check: a sender the list refuses learns nothing of
+     * its members' mailboxes. */
+    const dir_list_policy_t *refused = NULL;
+    st = dir_post_allowed(ss->srv->dir, r, t->sender, ss->auth_user, &refused, p);
+    if (st == PR_ETEMPFAIL) {
+        t->rcpts_refused++;
+        smtp_replyf(ss, "451 4.4.3 <%s>: Directory temporarily unavailable", shown);
+        return;
+    }
+    if (st != APR_SUCCESS) {
+        t->rcpts_refused++;
+        pr_log_info(ss->s->sid, "list %s (posting: %s) refused <%s> from <%s>%s%s", refused->list,
+                    dir_post_policy_name(refused->policy), shown, t->sender,
+                    ss->auth_user ? ", user " : "", ss->auth_user ? ss->auth_user : "");
+        if (refused->policy == DIR_POST_LOCAL)
+            smtp_replyf(ss,
+                        "550 5.7.1 <%s>: Only authenticated local senders may post to this list",
+                        shown);
+        else
+            smtp_replyf(ss, "550 5.7.1 <%s>: Only members may post to this list", shown);
+        return;
+    }
     if (smtp_rcpt_quota(ss, shown, r)) return;
     for (int i = 0; i < r->mailboxes->nelts; i++)
         smtp_txn_add(t->local, t->local_set, APR_ARRAY_IDX(r->mailboxes, i, const char *), t->pool);

@@ -198,7 +198,7 @@ class Slapd:
     runs it. Usable as a context manager (start ... cleanup)."""
 
     def __init__(self, name="ldap", preset="openldap", tls=True, fixture=None,
-                 loglevel="stats"):
+                 loglevel="stats", sizelimit=None):
         if preset not in PRESETS:
             raise ValueError("unknown preset %r" % preset)
         self.slapd_bin = _which("slapd")
@@ -209,6 +209,12 @@ class Slapd:
         self.preset = preset
         self.tls = tls
         self.loglevel = loglevel
+        # olcSizeLimit of the database (None: slapd's default, 500 entries
+        # per search for everyone but the rootdn), e.g. "size.soft=100
+        # size.hard=100 size.prtotal=unlimited" for a directory that, like
+        # AD (MaxPageSize), answers a plain search with part of the entries
+        # and all of them only page by page (RFC 2696)
+        self.sizelimit = sizelimit
         self.users = USERS[preset]
         self.groups = GROUPS[preset]
         os.makedirs(TMP_ROOT, exist_ok=True)
@@ -353,7 +359,7 @@ olcDbIndex: objectClass eq
 olcDbIndex: cn,uid,mail eq,sub
 olcDbIndex: member eq
 olcDbIndex: {index}
-olcAccess: {{0}}to attrs=userPassword
+{sizelimit}olcAccess: {{0}}to attrs=userPassword
   by self write
   by dn.exact="{admin}" write
   by anonymous auth
@@ -366,6 +372,7 @@ olcAccess: {{1}}to *
 """.format(dir=self.dir, tls=tls, modpath=MODULE_PATH, includes="\n\n".join(includes),
            db=self.db_dir, base=self.base, admin=admin, service=service,
            rootpw=ssha(self.admin_password),
+           sizelimit=("olcSizeLimit: %s\n" % self.sizelimit) if self.sizelimit else "",
            index=("mailLocalAddress,mailAlternateAddress,rfc822MailMember eq"
                   if self.preset == "openldap" else
                   "sAMAccountName,userPrincipalName,proxyAddresses eq"))
@@ -584,3 +591,317 @@ def ldap_config(slapd, **overrides):
 def ldap_extra(slapd, **overrides):
     """The same as a prtest.Server(extra=...) dict ({"ldap.uri": ...})."""
     return {"ldap." + k: v for k, v in ldap_settings(slapd, **overrides).items()}
+
+
+# -- a fake directory server ----------------------------------------------
+#
+# For what slapd cannot be made to do: attribute descriptions with AD's
+# ";range=" option (slapd refuses '=' in an option), continuation
+# references and referrals from a plain test tree, a tiny page size.
+
+PAGED_OID = "1.2.840.113556.1.4.319"  # RFC 2696
+AD_BIT_AND = "1.2.840.113556.1.4.803"  # LDAP_MATCHING_RULE_BIT_AND
+
+
+def _ber_len(n):
+    if n < 0x80:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(b)]) + b
+
+
+def _tlv(tag, content):
+    return bytes([tag]) + _ber_len(len(content)) + content
+
+
+def _int(n, tag=0x02):
+    return _tlv(tag, n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big", signed=True))
+
+
+def _str(s, tag=0x04):
+    return _tlv(tag, s.encode("utf-8") if isinstance(s, str) else s)
+
+
+def _read(data, i):
+    """One BER TLV of data at i: (tag, content, next i)."""
+    tag, n = data[i], data[i + 1]
+    i += 2
+    if n & 0x80:
+        k = n & 0x7F
+        n = int.from_bytes(data[i:i + k], "big")
+        i += k
+    return tag, data[i:i + n], i + n
+
+
+def _items(data):
+    out, i = [], 0
+    while i < len(data):
+        tag, v, i = _read(data, i)
+        out.append((tag, v))
+    return out
+
+
+def _filter(data):
+    """A BER filter as a tuple: ("&", [..]) ("|", [..]) ("!", f) ("=", a, v)
+    ("*", a) ("ext", rule, a, v), anything else ("?",)."""
+    tag, v, _ = _read(data, 0)
+    return _filter_of(tag, v)
+
+
+def _filter_of(tag, v):
+    if tag in (0xA0, 0xA1):
+        return ("&" if tag == 0xA0 else "|", [_filter_of(t, c) for t, c in _items(v)])
+    if tag == 0xA2:
+        t, c, _ = _read(v, 0)
+        return ("!", _filter_of(t, c))
+    if tag == 0xA3:
+        (_, a), (_, val) = _items(v)
+        return ("=", a.decode(), val.decode("utf-8", "replace"))
+    if tag == 0x87:
+        return ("*", v.decode())
+    if tag == 0xA9:
+        parts = {t: c.decode("utf-8", "replace") for t, c in _items(v)}
+        return ("ext", parts.get(0x81), parts.get(0x82), parts.get(0x83))
+    return ("?",)
+
+
+def filter_text(f):
+    """RFC 4515-like text of a decoded filter (values as they are)."""
+    op = f[0]
+    if op in ("&", "|"):
+        return "(%s%s)" % (op, "".join(filter_text(x) for x in f[1]))
+    if op == "!":
+        return "(!%s)" % filter_text(f[1])
+    if op == "=":
+        return "(%s=%s)" % (f[1], f[2])
+    if op == "*":
+        return "(%s=*)" % f[1]
+    if op == "ext":
+        return "(%s:%s:=%s)" % (f[2], f[1], f[3])
+    return "(?)"
+
+
+class FakeDirectory:
+    """A small LDAPv3 server on loopback (plain TCP) over an in-memory tree,
+    acting as AD does where slapd cannot:
+
+    - ranged retrieval: an attribute with more than max_values values is
+      returned as "member;range=0-<max-1>" beside an empty "member", and a
+      request for "member;range=<low>-*" gets the next chunk, named
+      "member;range=<low>-<high>" or, for the last one, "...-*";
+    - paging (RFC 2696) with pages of at most page_size entries, whatever
+      the client asks; a plain subtree search stops after size_limit
+      entries with sizeLimitExceeded (AD's MaxPageSize);
+    - every subtree search also answers the continuation references in
+      references; a base search for a DN outside base gets a referral.
+
+    entries: {dn: {attribute: [values]}} (DNs and attribute names compare
+    without regard to case, so do equality matches); passwords: {dn:
+    password} for simple binds (anonymous binds always succeed). Filters:
+    and, or, not, equality, presence and AD's bit-and extensible match;
+    anything else is false. Every search is recorded in self.searches as a
+    dict (base, scope, filter: text, attrs, paged: cookie or None).
+    Usable as a context manager."""
+
+    def __init__(self, entries, base=BASE, passwords=None, max_values=1500, page_size=1000,
+                 size_limit=1000, references=()):
+        import socketserver
+        import threading
+        self.entries = {dn.lower(): (dn, attrs) for dn, attrs in entries.items()}
+        self.base = base
+        self.passwords = {k.lower(): v for k, v in (passwords or {}).items()}
+        self.max_values = max_values
+        self.page_size = page_size
+        self.size_limit = size_limit
+        self.references = list(references)
+        self.searches = []
+        self.connections = 0
+        fake = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                fake.connections += 1
+                fake._serve(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server((HOST, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def uri(self):
+        return "ldap://%s:%d" % (HOST, self.port)
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # -- protocol ---------------------------------------------------------
+    def _serve(self, sock):
+        buf = b""
+        while True:
+            while True:  # a whole message in buf?
+                if len(buf) >= 2:
+                    n = buf[1]
+                    head = 2 + (n & 0x7F if n & 0x80 else 0)
+                    if len(buf) >= head:
+                        size = int.from_bytes(buf[2:head], "big") if n & 0x80 else n
+                        if len(buf) >= head + size:
+                            break
+                data = sock.recv(65536)
+                if not data:
+                    return
+                buf += data
+            _, msg, end = _read(buf, 0)
+            buf = buf[end:]
+            parts = _items(msg)
+            msgid = int.from_bytes(parts[0][1], "big", signed=True)
+            tag, op = parts[1]
+            controls = {}
+            if len(parts) > 2 and parts[2][0] == 0xA0:
+                for _, c in _items(parts[2][1]):
+                    fields = _items(c)
+                    oid = fields[0][1].decode()
+                    value = [v for t, v in fields[1:] if t == 0x04]
+                    controls[oid] = value[0] if value else b""
+            out = []
+            if tag == 0x42:  # unbind
+                return
+            if tag == 0x60:  # bind
+                _, name, auth = _items(op)[:3]
+                dn, pw = name[1].decode(), auth[1].decode("utf-8", "replace")
+                ok = dn == "" or self.passwords.get(dn.lower()) == pw
+                out.append(self._result(msgid, 0x61, 0 if ok else 49))
+            elif tag == 0x63:  # search
+                out += self._search(msgid, op, controls)
+            elif tag == 0x77:  # extended (StartTLS): not here
+                out.append(self._result(msgid, 0x78, 2, "no extended operations"))
+            # abandon (0x50) and anything else: no answer
+            if out:
+                sock.sendall(b"".join(out))
+
+    @staticmethod
+    def _result(msgid, tag, rc, diag="", referral=None, controls=b""):
+        body = _int(rc, 0x0A) + _str("") + _str(diag)
+        if referral:
+            body += _tlv(0xA3, _str(referral))
+        return _tlv(0x30, _int(msgid) + _tlv(tag, body) + controls)
+
+    def _match(self, attrs, f):
+        op = f[0]
+        if op == "&":
+            return all(self._match(attrs, x) for x in f[1])
+        if op == "|":
+            return any(self._match(attrs, x) for x in f[1])
+        if op == "!":
+            return not self._match(attrs, f[1])
+        vals = self._get(attrs, f[1] if op != "ext" else f[2])
+        if op == "=":
+            return any(v.lower() == f[2].lower() for v in vals)
+        if op == "*":
+            return bool(vals) or f[1].lower() == "objectclass"
+        if op == "ext" and f[1] == AD_BIT_AND:
+            return any(v.lstrip("-").isdigit() and int(v) & int(f[3]) == int(f[3]) for v in vals)
+        return False
+
+    @staticmethod
+    def _get(attrs, name):
+        for k, v in attrs.items():
+            if k.lower() == name.lower():
+                return v
+        return []
+
+    def _values(self, attrs, want):
+        """The attributes of an entry to return for the description want:
+        [(description, values)], ranged as AD does."""
+        name, _, opt = want.partition(";")
+        for k, vals in attrs.items():
+            if k.lower() != name.lower():
+                continue
+            if opt.lower().startswith("range="):
+                low, _, high = opt[6:].partition("-")
+                low = int(low)
+                last = len(vals) - 1 if high == "*" else min(int(high), len(vals) - 1)
+                last = min(last, low + self.max_values - 1)
+                chunk = vals[low:last + 1]
+                end = "*" if last >= len(vals) - 1 else str(last)
+                return [("%s;range=%d-%s" % (k, low, end), chunk)]
+            if len(vals) > self.max_values:
+                return [(k, []), ("%s;range=0-%d" % (k, self.max_values - 1),
+                                  vals[:self.max_values])]
+            return [(k, vals)]
+        return []
+
+    def _entry(self, msgid, dn, attrs, wanted):
+        if "1.1" in wanted and len(wanted) == 1:
+            wanted = []
+        elif not wanted or "*" in wanted:
+            wanted = list(attrs)
+        out = b""
+        for want in wanted:
+            for desc, vals in self._values(attrs, want):
+                out += _tlv(0x30, _str(desc) + _tlv(0x31, b"".join(_str(v) for v in vals)))
+        return _tlv(0x30, _int(msgid) + _tlv(0x64, _str(dn) + _tlv(0x30, out)))
+
+    def _search(self, msgid, op, controls):
+        fields = _items(op)
+        base = fields[0][1].decode()
+        scope = int.from_bytes(fields[1][1], "big")
+        sizelimit = int.from_bytes(fields[3][1], "big")
+        ftag, fval = fields[6]
+        f = _filter_of(ftag, fval)
+        wanted = [v.decode() for _, v in _items(fields[7][1])]
+        paged = None
+        if PAGED_OID in controls:
+            (_, size), (_, cookie) = _items(_items(controls[PAGED_OID])[0][1])
+            paged = (int.from_bytes(size, "big"), cookie.decode())
+        self.searches.append({"base": base, "scope": scope, "filter": filter_text(f),
+                              "attrs": wanted, "paged": paged[1] if paged else None})
+        lbase = base.lower()
+        inside = lbase == self.base.lower() or lbase.endswith("," + self.base.lower())
+        if not inside:
+            return [self._result(msgid, 0x65, 10, referral="ldap://elsewhere.example/" + base)]
+        if scope == 0:
+            found = [self.entries[lbase]] if lbase in self.entries else []
+            if not found:
+                return [self._result(msgid, 0x65, 32)]
+        else:
+            found = [(dn, a) for k, (dn, a) in sorted(self.entries.items())
+                     if k == lbase or k.endswith("," + lbase)]
+            if scope == 1:
+                found = [(dn, a) for dn, a in found if dn.lower().partition(",")[2] == lbase]
+        found = [(dn, a) for dn, a in found if self._match(a, f)]
+        out, rc, ctrl = [], 0, b""
+        if paged:
+            start = int(paged[1] or "0")
+            size = min(paged[0] or self.page_size, self.page_size)
+            page = found[start:start + size]
+            cookie = str(start + size) if start + size < len(found) else ""
+            value = _tlv(0x30, _int(len(found)) + _str(cookie))
+            ctrl = _tlv(0xA0, _tlv(0x30, _str(PAGED_OID) + _str(value)))
+        else:
+            limit = min(x for x in (sizelimit, self.size_limit) if x) if (
+                sizelimit or self.size_limit) else 0
+            page = found[:limit] if limit else found
+            if limit and len(found) > limit:
+                rc = 4  # sizeLimitExceeded
+        for dn, a in page:
+            out.append(self._entry(msgid, dn, a, wanted))
+        if scope != 0:
+            for ref in self.references:
+                out.append(_tlv(0x30, _int(msgid) + _tlv(0x73, _str(ref))))
+        out.append(self._result(msgid, 0x65, rc, controls=ctrl))
+        return out

@@ -249,9 +249,10 @@ static void test_lists(void **state)
 
     EXPECT_OK(admin_list_show(f->a, &lists, &err_, p));
     assert_int_equal(lists->nelts, 1);
-    const dir_entry_t *e = APR_ARRAY_IDX(lists, 0, const dir_entry_t *);
-    assert_int_equal(e->targets->nelts, 2);
-    assert_string_equal(APR_ARRAY_IDX(e->targets, 0, const char *), "t1@example.test");
+    const admin_list_t *l = &APR_ARRAY_IDX(lists, 0, admin_list_t);
+    assert_int_equal(l->members->nelts, 2);
+    assert_string_equal(APR_ARRAY_IDX(l->members, 0, const char *), "t1@example.test");
+    assert_int_equal(l->policy, DIR_POST_ANYONE);
 
     EXPECT_OK(admin_list_member_del(f->a, "staff@example.test", "t1@example.test", &err_, p));
     EXPECT_ERR(admin_list_member_del(f->a, "staff@example.test", "t1@example.test", &err_, p),
@@ -259,6 +260,48 @@ static void test_lists(void **state)
     EXPECT_OK(admin_list_del(f->a, "staff@example.test", &err_, p));
     EXPECT_ERR(admin_list_del(f->a, "staff@example.test", &err_, p), PR_ENOTFOUND,
                "list 'staff@example.test' does not exist");
+}
+
+static void test_list_policy(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    apr_array_header_t *lists;
+
+    EXPECT_OK(admin_user_add(f->a, "t1@example.test", "pw", &err_, p));
+    EXPECT_OK(admin_list_add(f->a, "staff@example.test", &err_, p));
+    EXPECT_OK(admin_list_add(f->a, "all@example.test", &err_, p));
+    EXPECT_OK(admin_list_policy(f->a, "Staff@example.test", "members", &err_, p));
+    EXPECT_OK(admin_list_policy(f->a, "all@example.test", "local", &err_, p));
+    EXPECT_ERR(admin_list_policy(f->a, "staff@example.test", "Members", &err_, p), PR_EINVAL,
+               "unknown posting policy 'Members' (expected anyone, members or local)");
+    EXPECT_ERR(admin_list_policy(f->a, "staff@example.test", "", &err_, p), PR_EINVAL,
+               "unknown posting policy '' (expected anyone, members or local)");
+    EXPECT_ERR(admin_list_policy(f->a, "t1@example.test", "members", &err_, p), PR_ENOTFOUND,
+               "'t1@example.test' is a user, not a list");
+    EXPECT_ERR(admin_list_policy(f->a, "nolist@example.test", "members", &err_, p), PR_ENOTFOUND,
+               "list 'nolist@example.test' does not exist");
+    EXPECT_ERR(admin_list_policy(f->a, "bad", "members", &err_, p), PR_EINVAL,
+               "invalid address 'bad'");
+
+    EXPECT_OK(admin_list_show(f->a, &lists, &err_, p));
+    assert_int_equal(lists->nelts, 2);
+    const admin_list_t *l = &APR_ARRAY_IDX(lists, 0, admin_list_t);
+    assert_string_equal(l->address, "all@example.test");
+    assert_int_equal(l->policy, DIR_POST_LOCAL);
+    assert_non_null(l->members);
+    l = &APR_ARRAY_IDX(lists, 1, admin_list_t);
+    assert_string_equal(l->address, "staff@example.test");
+    assert_int_equal(l->policy, DIR_POST_MEMBERS);
+
+    /* back to anyone; a deleted list's policy goes with it */
+    EXPECT_OK(admin_list_policy(f->a, "staff@example.test", "anyone", &err_, p));
+    EXPECT_OK(admin_list_del(f->a, "all@example.test", &err_, p));
+    EXPECT_OK(admin_list_add(f->a, "all@example.test", &err_, p));
+    EXPECT_OK(admin_list_show(f->a, &lists, &err_, p));
+    assert_int_equal(lists->nelts, 2);
+    for (int i = 0; i < lists->nelts; i++)
+        assert_int_equal(APR_ARRAY_IDX(lists, i, admin_list_t).policy, DIR_POST_ANYONE);
 }
 
 static void test_mailbox_show_empty(void **state)
@@ -342,6 +385,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_users, setup, teardown),
         cmocka_unit_test_setup_teardown(test_aliases, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mailbox_show_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_handles, setup, teardown),

@@ -644,6 +644,7 @@ static void assert_ldap_common_defaults(const pr_config_t *cfg)
     assert_int_equal(cfg->ldap.pool_size, 4);
     assert_string_equal(cfg->ldap.admin_bind_dn, "");
     assert_string_equal(cfg->ldap.admin_bind_password_file, "");
+    assert_string_equal(cfg->ldap.admin_user_base, "");
 }
 
 static void test_ldap_defaults(void **state)
@@ -717,7 +718,8 @@ static void test_ldap_keys(void **state)
                           "negative_cache_ttl = 0\n"
                           "pool_size = 64\n"
                           "admin_bind_dn = CN=postroom-admin,DC=example,DC=org\n"
-                          "admin_bind_password_file = /etc/postroom/ldap-admin.secret\n");
+                          "admin_bind_password_file = /etc/postroom/ldap-admin.secret\n"
+                          "admin_user_base = OU=Pupils,DC=example,DC=org\n");
     /* Scheme lower-cased, the trailing '/' dropped, the rest as written. */
     ASSERT_STRLIST(&cfg->ldap.uri, "ldaps://dc1.example.org:636", "ldap://192.0.2.10",
                    "ldap://[2001:db8::10]:3389", "ldaps://dc2");
@@ -740,6 +742,7 @@ static void test_ldap_keys(void **state)
     assert_int_equal(cfg->ldap.pool_size, 64);
     assert_string_equal(cfg->ldap.admin_bind_dn, "CN=postroom-admin,DC=example,DC=org");
     assert_string_equal(cfg->ldap.admin_bind_password_file, "/etc/postroom/ldap-admin.secret");
+    assert_string_equal(cfg->ldap.admin_user_base, "OU=Pupils,DC=example,DC=org");
 
     /* login_names: with or without spaces, any case. */
     const char *names[] = {"address", "ADDRESS", "address,username", "address , username",
@@ -1076,6 +1079,79 @@ static void test_load_file(void **state)
     assert_non_null(strstr(err, path));
 }
 
+/* [outbound] (issue 5): defaults, each value syntax, and the pairs. */
+static void test_outbound(void **state)
+{
+    (void)state;
+    pr_config_t *cfg = ok("");
+    assert_string_equal(cfg->outbound.smarthost, "");
+    assert_int_equal(cfg->outbound.smarthost_port, 25);
+    assert_int_equal(cfg->outbound.smarthost_tls, PR_SMARTHOST_STARTTLS);
+    assert_int_equal(cfg->outbound.dns_servers.n, 0);
+    assert_int_equal(cfg->outbound.port, 25);
+    assert_int_equal(cfg->outbound.outbound_tls, PR_OUTBOUND_TLS_MAY);
+    assert_int_equal(cfg->outbound.retry_schedule.n, 5);
+    assert_true(cfg->outbound.retry_schedule.v[0] == apr_time_from_sec(300));
+    assert_true(cfg->outbound.retry_schedule.v[4] == apr_time_from_sec(3600));
+    assert_true(cfg->outbound.max_queue_lifetime == apr_time_from_sec(5 * 86400));
+    assert_true(cfg->outbound.delay_warning_time == apr_time_from_sec(4 * 3600));
+    assert_int_equal(cfg->outbound.max_recipients_per_day, 1000);
+
+    cfg = ok("[outbound]\nsmarthost = Relay.ISP.example:587\nsmarthost_tls = implicit\n"
+             "smarthost_auth_user = school\nsmarthost_password_file = /etc/postroom/relay.pw\n"
+             "dns_servers = 127.0.0.1:5353, ::1, 127.0.0.2, [::1]:5300\nport = 2525\n"
+             "outbound_tls = encrypt\nretry_schedule = 1s, 2s\nmax_queue_lifetime = 1m\n"
+             "delay_warning_time = 0\nmax_recipients_per_day = 0\n");
+    assert_string_equal(cfg->outbound.smarthost, "relay.isp.example");
+    assert_int_equal(cfg->outbound.smarthost_port, 587);
+    assert_int_equal(cfg->outbound.smarthost_tls, PR_SMARTHOST_IMPLICIT);
+    assert_string_equal(cfg->outbound.smarthost_auth_user, "school");
+    assert_int_equal(cfg->outbound.dns_servers.n, 4);
+    assert_string_equal(cfg->outbound.dns_servers.v[0], "127.0.0.1:5353");
+    assert_string_equal(cfg->outbound.dns_servers.v[1], "[::1]:53");
+    assert_string_equal(cfg->outbound.dns_servers.v[2], "127.0.0.2:53");
+    assert_string_equal(cfg->outbound.dns_servers.v[3], "[::1]:5300");
+    assert_int_equal(cfg->outbound.port, 2525);
+    assert_int_equal(cfg->outbound.outbound_tls, PR_OUTBOUND_TLS_ENCRYPT);
+    assert_int_equal(cfg->outbound.retry_schedule.n, 2);
+    assert_true(cfg->outbound.retry_schedule.v[1] == apr_time_from_sec(2));
+    assert_true(cfg->outbound.max_queue_lifetime == apr_time_from_sec(60));
+    assert_true(cfg->outbound.delay_warning_time == 0);
+    assert_int_equal(cfg->outbound.max_recipients_per_day, 0);
+
+    cfg = ok("[outbound]\nsmarthost = [::1]:2525\nsmarthost_tls = none\n");
+    assert_string_equal(cfg->outbound.smarthost, "::1");
+    assert_int_equal(cfg->outbound.smarthost_port, 2525);
+    cfg = ok("[outbound]\nsmarthost = 127.0.0.1\n");
+    assert_string_equal(cfg->outbound.smarthost, "127.0.0.1");
+    assert_int_equal(cfg->outbound.smarthost_port, 25);
+
+    assert_error("[outbound]\nsmarthost = relay:0\n",
+                 "t.conf:2: [outbound] smarthost: bad port '0' (1..65535)");
+    assert_error("[outbound]\nsmarthost = re lay:25\n",
+                 "t.conf:2: [outbound] smarthost: bad host name 're lay'");
+    assert_error("[outbound]\nsmarthost = [::1:25\n",
+                 "t.conf:2: [outbound] smarthost: bad host '[::1:25' (use host:port or [v6]:port)");
+    assert_error("[outbound]\nsmarthost_tls = ssl\n",
+                 "t.conf:2: [outbound] smarthost_tls: bad value 'ssl' (use starttls, implicit or "
+                 "none)");
+    assert_error("[outbound]\noutbound_tls = dane\n",
+                 "t.conf:2: [outbound] outbound_tls: bad value 'dane' (use may or encrypt)");
+    assert_error("[outbound]\ndns_servers = ns1.example:53\n",
+                 "t.conf:2: [outbound] dns_servers: bad DNS server 'ns1.example:53' (e.g. "
+                 "127.0.0.1:5353 or [::1]:53)");
+    assert_error("[outbound]\nretry_schedule =\n",
+                 "t.conf:2: [outbound] retry_schedule: empty value");
+    assert_error("[outbound]\nretry_schedule = 5m, soon\n",
+                 "t.conf:2: [outbound] retry_schedule: bad duration 'soon'");
+    assert_error("[outbound]\nsmarthost_auth_user = school\n",
+                 "t.conf:2: [outbound] smarthost_auth_user: needs smarthost_password_file too");
+    assert_error("[outbound]\nsmarthost_auth_user = school\nsmarthost_password_file = /x\n",
+                 "t.conf:2: [outbound] smarthost_auth_user: needs smarthost (AUTH is only for a "
+                 "relay)");
+    assert_error("[outbound]\nport = 0\n", "t.conf:2: [outbound] port: 0 is out of range (1..65535)");
+}
+
 int main(void)
 {
     apr_initialize();
@@ -1103,6 +1179,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_min_free_space, setup, teardown),
         cmocka_unit_test_setup_teardown(test_messages_are_clean, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outbound, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     apr_terminate();

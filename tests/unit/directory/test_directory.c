@@ -2,8 +2,9 @@
  * must never reach a local mailbox), scrypt password strings, the local
  * SQLite backend, alias/list expansion (loops, depth, duplicates, limits),
  * authentication, the verified- and failed-credential caches, who may send
- * as whom, and the built-in directory beside a read-only backend (a fake
- * one here: LDAP itself is tested against slapd in tests/integration). */
+ * as whom, who may post to a list, and the built-in directory beside a
+ * read-only backend (a fake one here: LDAP itself is tested against slapd
+ * in tests/integration). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -475,6 +476,153 @@ static void test_lists(void **state)
     assert_int_equal(dir_resolve(f->d, "class@example.test", &r, f->pool), APR_SUCCESS);
     assert_int_equal(r->mailboxes->nelts, 2);
     assert_int_equal(r->external->nelts, 0);
+}
+
+/* dir_post_allowed for a recipient, with the refusing list's address. */
+static apr_status_t post(fixture_t *f, const char *rcpt, const char *sender, const char *auth_user,
+                         const char **list_r)
+{
+    dir_result_t *r;
+    const dir_list_policy_t *lp = NULL;
+    assert_int_equal(dir_resolve(f->d, rcpt, &r, f->pool), APR_SUCCESS);
+    apr_status_t st = dir_post_allowed(f->d, r, sender, auth_user, &lp, f->pool);
+    if (list_r) *list_r = st == PR_EPERM ? lp->list : NULL;
+    if (st == PR_EPERM) assert_non_null(lp);
+    return st;
+}
+
+static void test_list_policy(void **state)
+{
+    fixture_t *f = *state;
+    dir_post_policy_e pol;
+    dir_result_t *r;
+    const char *who;
+    apr_array_header_t *arr;
+
+    assert_string_equal(dir_post_policy_name(DIR_POST_ANYONE), "anyone");
+    assert_string_equal(dir_post_policy_name(DIR_POST_MEMBERS), "members");
+    assert_string_equal(dir_post_policy_name(DIR_POST_LOCAL), "local");
+    assert_int_equal(dir_post_policy_parse(&pol, "local"), APR_SUCCESS);
+    assert_int_equal(pol, DIR_POST_LOCAL);
+    assert_int_equal(dir_post_policy_parse(&pol, "everyone"), PR_EINVAL);
+    assert_int_equal(dir_post_policy_parse(&pol, NULL), PR_EINVAL);
+
+    for (const char *u = "a\0b\0c\0"; *u; u += 2)
+        assert_int_equal(dir_user_add(f->d, apr_pstrcat(f->pool, u, "@example.test", NULL), "pw"),
+                         APR_SUCCESS);
+    const char *to_a[] = {"a@example.test"}, *to_ac[] = {"a@example.test", "c@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "a.alias@example.test", to_a, 1), APR_SUCCESS);
+    assert_int_equal(dir_alias_add(f->d, "mixed@example.test", to_ac, 2), APR_SUCCESS);
+    assert_int_equal(dir_list_add(f->d, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "a@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "b@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "staff@example.test", "Ext@remote.test"),
+                     APR_SUCCESS);
+
+    /* set and get; only lists take one */
+    assert_int_equal(dir_list_get_policy(f->d, "staff@example.test", &pol), APR_SUCCESS);
+    assert_int_equal(pol, DIR_POST_ANYONE);
+    assert_int_equal(dir_list_set_policy(f->d, "Staff@Example.test", DIR_POST_MEMBERS),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_get_policy(f->d, "staff@example.test", &pol), APR_SUCCESS);
+    assert_int_equal(pol, DIR_POST_MEMBERS);
+    assert_int_equal(dir_list_set_policy(f->d, "a@example.test", DIR_POST_MEMBERS), PR_ENOTFOUND);
+    assert_int_equal(dir_list_set_policy(f->d, "a.alias@example.test", DIR_POST_MEMBERS),
+                     PR_ENOTFOUND);
+    assert_int_equal(dir_list_set_policy(f->d, "none@example.test", DIR_POST_MEMBERS),
+                     PR_ENOTFOUND);
+    assert_int_equal(dir_list_set_policy(f->d, "bad", DIR_POST_MEMBERS), PR_EINVAL);
+    assert_int_equal(dir_list_set_policy(f->d, "staff@example.test", (dir_post_policy_e)7),
+                     PR_EINVAL);
+
+    assert_int_equal(dir_resolve(f->d, "staff@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->restricted->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(r->restricted, 0, dir_list_policy_t).list,
+                        "staff@example.test");
+    assert_int_equal(dir_resolve(f->d, "a@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->restricted->nelts, 0);
+
+    /* members: mailboxes and external members, as written or not; a
+     * member's own alias; not an alias that also reaches others, not the
+     * null sender, not a stranger; being logged in does not make one */
+    assert_int_equal(post(f, "staff@example.test", "a@example.test", NULL, NULL), APR_SUCCESS);
+    assert_int_equal(post(f, "staff@example.test", "B@Example.TEST", NULL, NULL), APR_SUCCESS);
+    assert_int_equal(post(f, "staff@example.test", "ext@remote.test", NULL, NULL), APR_SUCCESS);
+    assert_int_equal(post(f, "staff@example.test", "a.alias@example.test", NULL, NULL),
+                     APR_SUCCESS);
+    assert_int_equal(post(f, "staff@example.test", "mixed@example.test", NULL, NULL), PR_EPERM);
+    assert_int_equal(post(f, "staff@example.test", "c@example.test", NULL, &who), PR_EPERM);
+    assert_string_equal(who, "staff@example.test");
+    assert_int_equal(post(f, "staff@example.test", "c@example.test", "c@example.test", NULL),
+                     PR_EPERM);
+    assert_int_equal(post(f, "staff@example.test", "", "a@example.test", NULL), PR_EPERM);
+    assert_int_equal(post(f, "staff@example.test", NULL, NULL, NULL), PR_EPERM);
+    assert_int_equal(post(f, "staff@example.test", "nobody@example.test", NULL, NULL), PR_EPERM);
+    assert_int_equal(post(f, "staff@example.test", "x@remote.test", NULL, NULL), PR_EPERM);
+    assert_int_equal(post(f, "staff@example.test", "not an address", NULL, NULL), PR_EPERM);
+    /* mailboxes themselves are never restricted */
+    assert_int_equal(post(f, "a@example.test", "", NULL, NULL), APR_SUCCESS);
+
+    /* nested: all holds staff and c; staff is not checked again inside
+     * all, whatever all's policy */
+    assert_int_equal(dir_list_add(f->d, "all@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "all@example.test", "staff@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "all@example.test", "c@example.test"), APR_SUCCESS);
+    assert_int_equal(post(f, "all@example.test", "x@remote.test", NULL, NULL), APR_SUCCESS);
+    assert_int_equal(dir_list_set_policy(f->d, "all@example.test", DIR_POST_MEMBERS), APR_SUCCESS);
+    assert_int_equal(post(f, "all@example.test", "c@example.test", NULL, NULL), APR_SUCCESS);
+    assert_int_equal(post(f, "all@example.test", "x@remote.test", NULL, &who), PR_EPERM);
+    assert_string_equal(who, "all@example.test");
+    assert_int_equal(dir_list_set_policy(f->d, "all@example.test", DIR_POST_ANYONE), APR_SUCCESS);
+
+    /* an alias to a restricted list is checked by that list */
+    const char *to_staff[] = {"staff@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "team@example.test", to_staff, 1), APR_SUCCESS);
+    assert_int_equal(post(f, "team@example.test", "a@example.test", NULL, NULL), APR_SUCCESS);
+    assert_int_equal(post(f, "team@example.test", "c@example.test", NULL, &who), PR_EPERM);
+    assert_string_equal(who, "staff@example.test");
+    /* ... also when the list was met inside another list first, and when
+     * it is reached through an alias met there first */
+    const char *to_all_staff[] = {"all@example.test", "staff@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "office@example.test", to_all_staff, 2), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "office@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 3);
+    assert_int_equal(r->restricted->nelts, 1);
+    assert_int_equal(post(f, "office@example.test", "c@example.test", NULL, &who), PR_EPERM);
+    assert_string_equal(who, "staff@example.test");
+    assert_int_equal(dir_list_member_add(f->d, "all@example.test", "team@example.test"),
+                     APR_SUCCESS);
+    const char *to_all_team[] = {"all@example.test", "team@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "office2@example.test", to_all_team, 2), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "office2@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->restricted->nelts, 1);
+    assert_int_equal(post(f, "office2@example.test", "c@example.test", NULL, &who), PR_EPERM);
+    assert_string_equal(who, "staff@example.test");
+    /* an alias to a member and to the list: the member's own address is fine */
+    assert_int_equal(post(f, "office2@example.test", "b@example.test", NULL, NULL), APR_SUCCESS);
+
+    /* local: the session's user, never the envelope sender */
+    assert_int_equal(dir_list_set_policy(f->d, "staff@example.test", DIR_POST_LOCAL), APR_SUCCESS);
+    assert_int_equal(post(f, "staff@example.test", "a@example.test", NULL, &who), PR_EPERM);
+    assert_string_equal(who, "staff@example.test");
+    assert_int_equal(post(f, "staff@example.test", "c@example.test", "c@example.test", NULL),
+                     APR_SUCCESS);
+    assert_int_equal(post(f, "team@example.test", "", "c@example.test", NULL), APR_SUCCESS);
+
+    assert_int_equal(dir_list_policies(f->d, &arr, f->pool), APR_SUCCESS);
+    assert_int_equal(arr->nelts, 1);
+    assert_int_equal(APR_ARRAY_IDX(arr, 0, dir_list_policy_t).policy, DIR_POST_LOCAL);
+
+    /* deleting the list forgets its policy: a new one of that name is open */
+    assert_int_equal(dir_list_del(f->d, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_add(f->d, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_get_policy(f->d, "staff@example.test", &pol), APR_SUCCESS);
+    assert_int_equal(pol, DIR_POST_ANYONE);
+    assert_int_equal(dir_list_policies(f->d, &arr, f->pool), APR_SUCCESS);
+    assert_int_equal(arr->nelts, 0);
 }
 
 static void test_loop_and_depth(void **state)
@@ -1051,6 +1199,48 @@ static void test_overlay_aliases_and_lists(void **state)
     assert_int_equal(dir_resolve(f->d, "class-7b@example.test", &r, p), PR_ENOTFOUND);
 }
 
+/* A group of the read-only backend takes a policy, kept in the built-in
+ * directory; a temporary failure is never a refusal. */
+static void test_overlay_list_policy(void **state)
+{
+    fixture_t *f = *state;
+    dir_post_policy_e pol;
+    apr_array_header_t *arr;
+    const char *who;
+
+    assert_int_equal(dir_list_set_policy(f->d, "staff@example.test", DIR_POST_MEMBERS),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_get_policy(f->d, "staff@example.test", &pol), APR_SUCCESS);
+    assert_int_equal(pol, DIR_POST_MEMBERS);
+    assert_int_equal(dir_list_set_policy(f->d, "alice@example.test", DIR_POST_MEMBERS),
+                     PR_ENOTFOUND);
+    assert_int_equal(dir_list_set_policy(f->d, "ghost@example.test", DIR_POST_MEMBERS),
+                     PR_ENOTFOUND);
+    assert_int_equal(dir_list_set_policy(f->d, "down@example.test", DIR_POST_MEMBERS),
+                     PR_ETEMPFAIL);
+    assert_int_equal(dir_list_policies(f->d, &arr, f->pool), APR_SUCCESS);
+    assert_int_equal(arr->nelts, 1);
+    assert_string_equal(APR_ARRAY_IDX(arr, 0, dir_list_policy_t).list, "staff@example.test");
+
+    assert_int_equal(post(f, "staff@example.test", "bob@example.test", NULL, NULL), APR_SUCCESS);
+    assert_int_equal(post(f, "staff@example.test", "alice.smith@example.test", NULL, NULL),
+                     APR_SUCCESS);
+    assert_int_equal(post(f, "staff@example.test", "carol@example.test", NULL, &who), PR_EPERM);
+    assert_string_equal(who, "staff@example.test");
+    assert_int_equal(post(f, "staff@example.test", "down@example.test", NULL, NULL), PR_ETEMPFAIL);
+
+    /* a local list holding the group does not check it again */
+    assert_int_equal(dir_list_add(f->d, "all@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "all@example.test", "staff@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(post(f, "all@example.test", "carol@example.test", NULL, NULL), APR_SUCCESS);
+
+    assert_int_equal(dir_list_set_policy(f->d, "staff@example.test", DIR_POST_ANYONE), APR_SUCCESS);
+    assert_int_equal(dir_list_policies(f->d, &arr, f->pool), APR_SUCCESS);
+    assert_int_equal(arr->nelts, 0);
+    assert_int_equal(post(f, "staff@example.test", "carol@example.test", NULL, NULL), APR_SUCCESS);
+}
+
 static void test_overlay_users_read_only(void **state)
 {
     fixture_t *f = *state;
@@ -1456,6 +1646,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
         cmocka_unit_test_setup_teardown(test_alias, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loop_and_depth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expansion_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sender_allowed, setup, teardown),
@@ -1465,6 +1656,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_auth_cache_reload_and_bound, setup, teardown),
         cmocka_unit_test_setup_teardown(test_auth_fail_cache_local, setup, teardown),
         cmocka_unit_test_setup_teardown(test_overlay_aliases_and_lists, setup_fake, teardown),
+        cmocka_unit_test_setup_teardown(test_overlay_list_policy, setup_fake, teardown),
         cmocka_unit_test_setup_teardown(test_overlay_users_read_only, setup_fake, teardown),
         cmocka_unit_test_setup_teardown(test_overlay_shadow, setup_fake, teardown),
         cmocka_unit_test_setup_teardown(test_overlay_reload, setup_fake, teardown),

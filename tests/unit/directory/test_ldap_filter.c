@@ -206,6 +206,38 @@ static void test_filter_any(void **state)
                         "(&(o=1)(|(cn;lang-de=x)(0.9.2342.19200300.100.1.3=x)))");
 }
 
+/* The list filter: with the nisMailAlias branch (cn = the local part,
+ * escaped) only when the list filter names nisMailAlias. */
+static void test_filter_list(void **state)
+{
+    apr_pool_t *pool = *state;
+    static const char *addr[] = {"mail", "mailLocalAddress"};
+    pr_strlist_t a = list(2, addr), none = list(0, NULL);
+    const char *preset =
+        "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=nisMailAlias))";
+
+    assert_string_equal(dir_ldap_filter_list(preset, &a, "postmaster@example.test", pool),
+                        "(&(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)"
+                        "(objectClass=nisMailAlias))"
+                        "(|(mail=postmaster@example.test)(mailLocalAddress=postmaster@example.test)"
+                        "(&(objectClass=nisMailAlias)(cn=postmaster))))");
+    /* any case of the name; the local part is escaped like every value */
+    assert_string_equal(dir_ldap_filter_list("(objectclass=NISMAILALIAS)", &a, "a*)(cn=*@x", pool),
+                        "(&(objectclass=NISMAILALIAS)(|(mail=a\\2a\\29\\28cn=\\2a@x)"
+                        "(mailLocalAddress=a\\2a\\29\\28cn=\\2a@x)"
+                        "(&(objectClass=nisMailAlias)(cn=a\\2a\\29\\28cn=\\2a))))");
+    /* other list filters: exactly dir_ldap_filter_any's */
+    assert_string_equal(dir_ldap_filter_list("(objectClass=group)", &a, "x@y", pool),
+                        dir_ldap_filter_any("(objectClass=group)", &a, "x@y", NULL, 0, pool));
+    /* no local part, no attributes */
+    assert_string_equal(dir_ldap_filter_list(preset, &a, "@y", pool),
+                        dir_ldap_filter_any(preset, &a, "@y", NULL, 0, pool));
+    assert_string_equal(dir_ldap_filter_list(preset, &a, "x", pool),
+                        dir_ldap_filter_any(preset, &a, "x", NULL, 0, pool));
+    assert_null(dir_ldap_filter_list(preset, &none, "x@y", pool));
+    assert_null(dir_ldap_filter_list(preset, NULL, "x@y", pool));
+}
+
 static void test_address_value(void **state)
 {
     apr_pool_t *pool = *state;
@@ -309,6 +341,26 @@ static void test_parse_range(void **state)
     assert_true(next == LONG_MAX);
 }
 
+/* The walk through AD's chunks as dir_ldap.c makes it: each answer names
+ * where the next request starts, until one ends in '*'. */
+static void test_range_walk(void **state)
+{
+    (void)state;
+    static const char *const answers[] = {"member;range=0-1499", "member;range=1500-2999",
+                                          "member;range=3000-*"};
+    static const long starts[] = {1500, 3000, -1};
+    for (int i = 0; i < 3; i++) {
+        long next = 0;
+        assert_int_equal(dir_ldap_parse_range(answers[i], "member", &next), 1);
+        assert_true(next == starts[i]);
+        /* another member attribute is not this one's chunk */
+        assert_int_equal(dir_ldap_parse_range(answers[i], "uniqueMember", &next), 0);
+    }
+    long next = 0;
+    assert_int_equal(dir_ldap_parse_range("uniqueMember;range=3-5", "uniquemember", &next), 1);
+    assert_true(next == 6);
+}
+
 int main(void)
 {
     apr_initialize();
@@ -320,6 +372,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_filter_any, setup, teardown),
         cmocka_unit_test_setup_teardown(test_address_value, setup, teardown),
         cmocka_unit_test(test_parse_range),
+        cmocka_unit_test_setup_teardown(test_filter_list, setup, teardown),
+        cmocka_unit_test(test_range_walk),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     apr_pool_destroy(g_pool);

@@ -231,6 +231,50 @@ static void test_auth(void **state)
     apr_pool_destroy(p);
 }
 
+/* A list's posting policy at RCPT: members by envelope sender, local by
+ * AUTH only (a claimed MAIL FROM is not enough). */
+static void test_list_policy(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p;
+    apr_pool_create(&p, f->pool);
+    assert_int_equal(dir_list_add(f->dir, "staff@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->dir, "staff@example.test", "alice@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_set_policy(f->dir, "staff@example.test", DIR_POST_MEMBERS),
+                     APR_SUCCESS);
+    const char *out = run(f, SMTP_SERVICE_MX,
+                          "EHLO a\r\nMAIL FROM:<alice@example.test>\r\n"
+                          "RCPT TO:<Staff@example.test>\r\nRSET\r\nMAIL FROM:<x@y.test>\r\n"
+                          "RCPT TO:<Staff@example.test>\r\nRSET\r\nMAIL FROM:<>\r\n"
+                          "RCPT TO:<staff@example.test>\r\nRCPT TO:<alice@example.test>\r\n"
+                          "QUIT\r\n",
+                          p);
+    assert_non_null(strstr(out, "\r\n250 2.1.5 Ok\r\n"));
+    assert_non_null(
+        strstr(out, "\r\n550 5.7.1 <Staff@example.test>: Only members may post to this list\r\n"));
+    assert_non_null(strstr(codes(out, p), "|250 2.1.0|250 2.1.5|250 2.0.0|250 2.1.0|550 5.7.1|"
+                                          "250 2.0.0|250 2.1.0|550 5.7.1|250 2.1.5|221 2.0.0"));
+
+    assert_int_equal(dir_list_set_policy(f->dir, "staff@example.test", DIR_POST_LOCAL),
+                     APR_SUCCESS);
+    out = run(f, SMTP_SERVICE_MX,
+              "EHLO a\r\nMAIL FROM:<alice@example.test>\r\nRCPT TO:<staff@example.test>\r\n"
+              "QUIT\r\n",
+              p);
+    assert_non_null(strstr(out, "\r\n550 5.7.1 <staff@example.test>: Only authenticated local "
+                                "senders may post to this list\r\n"));
+    f->cfg.smtp.allow_plaintext_auth = 1;
+    out = run(f, SMTP_SERVICE_SUBMISSION,
+              "EHLO a\r\nAUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABhbGljZS1wdy0x\r\n"
+              "MAIL FROM:<alice@example.test>\r\nRCPT TO:<staff@example.test>\r\n"
+              "DATA\r\nSubject: t\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+              p);
+    f->cfg.smtp.allow_plaintext_auth = 0;
+    assert_non_null(strstr(codes(out, p), "|235 2.7.0|250 2.1.0|250 2.1.5|354 End d|250 2.0.0|"));
+    apr_pool_destroy(p);
+}
+
 static void test_starttls_pipelined_input_discarded(void **state)
 {
     fixture_t *f = *state;
@@ -254,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_relay_tricks_refused),
         cmocka_unit_test(test_auth),
         cmocka_unit_test(test_sequence_and_submission),
+        cmocka_unit_test(test_list_policy),
         cmocka_unit_test(test_starttls_pipelined_input_discarded),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
