@@ -12,6 +12,7 @@
 #include "service/core/penalty.h"
 #include "service/core/sasl.h"
 #include "service/core/status.h"
+#include "service/mime/date.h"
 #include "service/mime/header.h"
 #include "service/smtp/smtp_data.h"
 #include "service/smtp/smtp_parse.h"
@@ -621,18 +622,6 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
 
 /* ---- delivery */
 
-/* RFC 5322 3.3 date-time in UTC. */
-static const char *smtp_date(apr_pool_t *pool)
-{
-    static const char *const days[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char *const months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    apr_time_exp_t tm;
-    apr_time_exp_gmt(&tm, apr_time_now());
-    return apr_psprintf(pool, "%s, %d %s %d %02d:%02d:%02d +0000", days[tm.tm_wday], tm.tm_mday,
-                        months[tm.tm_mon], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-}
-
 /* RFC 3848 / RFC 6531 transmission type for the Received "with" clause. */
 static const char *smtp_with(const smtp_sess_t *ss)
 {
@@ -769,7 +758,7 @@ static void smtp_deliver(smtp_sess_t *ss)
         return;
     }
 
-    const char *date = smtp_date(p);
+    const char *date = pr_date_rfc5322(apr_time_now(), p);
     const char *extra = "";
     if (ss->kind != SMTP_SERVICE_MX) { /* RFC 6409 8.2, 8.3 */
         unsigned char rnd[6];

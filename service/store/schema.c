@@ -31,7 +31,7 @@ static const char *const store_migrations[] = {
     " body_id INTEGER NOT NULL REFERENCES bodies(id), sender TEXT NOT NULL,"
     " prefix BLOB NOT NULL, created INTEGER NOT NULL);"
     "CREATE INDEX queue_msgs_body ON queue_msgs(body_id);"
-    /* state: 0 pending, 1 delivered, 2 failed (see STORE_QSTATE_*). */
+    /* state: 0 pending, 1 delivered, 2 failed (store_qstate_e). */
     "CREATE TABLE queue_rcpts(id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " queue_id INTEGER NOT NULL REFERENCES queue_msgs(id), address TEXT NOT NULL,"
     " state INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,"
@@ -67,6 +67,16 @@ static const char *const store_migrations[] = {
     "  ON CONFLICT(user) DO UPDATE SET messages = messages + 1,"
     "  bytes = bytes + excluded.bytes;"
     " END;",
+
+    /* 3: what outbound delivery and its DSNs (RFC 3461) need: the
+     * envelope's ENVID, RET and body type, each recipient's NOTIFY and
+     * ORCPT, and whether a delay warning went out. */
+    "ALTER TABLE queue_msgs ADD COLUMN envid TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE queue_msgs ADD COLUMN ret INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE queue_msgs ADD COLUMN body_flags INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE queue_rcpts ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE queue_rcpts ADD COLUMN orcpt TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE queue_rcpts ADD COLUMN warned INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define STORE_SCHEMA_VERSION ((int)(sizeof(store_migrations) / sizeof(store_migrations[0])))

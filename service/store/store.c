@@ -39,10 +39,11 @@ static const char *const store_sql[SQ__COUNT] = {
     [SQ_META_SET] = "UPDATE meta SET value = ?2 WHERE key = ?1",
     [SQ_MSG_INSERT] = "INSERT INTO messages(mailbox_id, uid, body_id, prefix, size, flags,"
                       " internaldate, modseq) VALUES(?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)",
-    [SQ_QMSG_INSERT] = "INSERT INTO queue_msgs(body_id, sender, prefix, created)"
-                       " VALUES(?1, ?2, ?3, ?4)",
+    [SQ_QMSG_INSERT] = "INSERT INTO queue_msgs(body_id, sender, prefix, created, envid, ret,"
+                       " body_flags) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQ_QRCPT_INSERT] = "INSERT INTO queue_rcpts(queue_id, address, state, attempts,"
-                        " next_attempt, last_reply) VALUES(?1, ?2, 0, 0, ?3, '')",
+                        " next_attempt, last_reply, notify, orcpt)"
+                        " VALUES(?1, ?2, 0, 0, ?3, '', ?4, ?5)",
     [SQ_MBOX_TOUCH] = "UPDATE mailboxes SET highestmodseq = highestmodseq + 1"
                       " WHERE user = ?1 AND name = ?2 RETURNING id, highestmodseq",
     [SQ_MSG_FLAGS] = "UPDATE messages SET flags = ?3, modseq = ?4"
@@ -51,6 +52,14 @@ static const char *const store_sql[SQ__COUNT] = {
     [SQ_BODY_GC] = "DELETE FROM bodies WHERE id = ?1"
                    " AND NOT EXISTS(SELECT 1 FROM messages WHERE body_id = ?1)"
                    " AND NOT EXISTS(SELECT 1 FROM queue_msgs WHERE body_id = ?1)",
+    [SQ_QRCPT_UPDATE] = "UPDATE queue_rcpts SET state = ?2, attempts = attempts + ?3,"
+                        " next_attempt = ?4, last_reply = ?5, warned = ?6"
+                        " WHERE id = ?1 RETURNING queue_id",
+    [SQ_QMSG_PENDING] = "SELECT count(*) FROM queue_rcpts WHERE queue_id = ?1 AND state = 0",
+    [SQ_QMSG_DELETE] = "DELETE FROM queue_msgs WHERE id = ?1 RETURNING body_id",
+    [SQ_QRCPT_DELETE_MSG] = "DELETE FROM queue_rcpts WHERE queue_id = ?1",
+    [SQ_QRETRY] = "UPDATE queue_rcpts SET next_attempt = ?2 WHERE state = 0"
+                  " AND (?1 = 0 OR queue_id = ?1)",
     [SQ_R_BEGIN] = "BEGIN",
     [SQ_R_COMMIT] = "COMMIT",
     [SQ_R_FOLDERS] = "SELECT mb.name, mb.uidvalidity, mb.uidnext, mb.highestmodseq,"
@@ -66,6 +75,22 @@ static const char *const store_sql[SQ__COUNT] = {
                       " WHERE mb.user = ?1 AND mb.name = ?2 AND m.uid = ?3",
     [SQ_R_USAGE] = "SELECT messages, bytes FROM user_usage WHERE user = ?1",
     [SQ_R_QCOUNT] = "SELECT count(*) FROM queue_rcpts WHERE state = 0",
+    [SQ_R_QDUE] = "SELECT m.id, m.sender, m.created, length(m.prefix) + b.size, m.envid, m.ret,"
+                  " m.body_flags, r.id, r.address, r.state, r.attempts, r.next_attempt,"
+                  " r.last_reply, r.notify, r.orcpt, r.warned"
+                  " FROM queue_rcpts r JOIN queue_msgs m ON m.id = r.queue_id"
+                  " JOIN bodies b ON b.id = m.body_id"
+                  " WHERE r.state = 0 AND r.next_attempt <= ?1"
+                  " ORDER BY r.next_attempt, r.id LIMIT ?2",
+    [SQ_R_QNEXT] = "SELECT min(next_attempt) FROM queue_rcpts WHERE state = 0",
+    [SQ_R_QLIST] = "SELECT m.id, m.sender, m.created, length(m.prefix) + b.size, m.envid, m.ret,"
+                  " m.body_flags, r.id, r.address, r.state, r.attempts, r.next_attempt,"
+                  " r.last_reply, r.notify, r.orcpt, r.warned"
+                  " FROM queue_rcpts r JOIN queue_msgs m ON m.id = r.queue_id"
+                  " JOIN bodies b ON b.id = m.body_id"
+                   " WHERE ?1 = 0 OR m.id = ?1 ORDER BY m.id, r.id",
+    [SQ_R_QOPEN] = "SELECT m.prefix, m.body_id, b.size FROM queue_msgs m"
+                   " JOIN bodies b ON b.id = m.body_id WHERE m.id = ?1",
 };
 
 const char *store_folder_norm(const char *folder)
@@ -439,15 +464,6 @@ apr_status_t store_queue_count(store_reader_t *r, apr_uint32_t *count_r)
 }
 
 /* ---- Streams */
-
-struct store_stream_t {
-    store_reader_t *r;
-    const char *prefix; /* small: header lines, copied at open */
-    apr_size_t prefix_len;
-    sqlite3_int64 body_id;
-    apr_off_t body_size;
-    apr_off_t pos;
-};
 
 apr_status_t store_message_open(store_stream_t **s_r, store_reader_t *r, const char *user,
                                 const char *folder, apr_uint32_t uid, apr_pool_t *pool)

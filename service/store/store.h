@@ -45,15 +45,33 @@ typedef struct store_local_rcpt_t {
     apr_size_t prefix_len;
 } store_local_rcpt_t;
 
+/* RFC 3461 DSN requests kept with a queued recipient. notify 0: none
+ * given (the default: failures and delays are reported). */
+enum { STORE_NOTIFY_SUCCESS = 1, STORE_NOTIFY_FAILURE = 2, STORE_NOTIFY_DELAY = 4,
+       STORE_NOTIFY_NEVER = 8 };
+typedef struct store_rcpt_dsn_t {
+    unsigned notify;   /* STORE_NOTIFY_* */
+    const char *orcpt; /* ORCPT as given ("rfc822;addr", xtext decoded), or NULL */
+} store_rcpt_dsn_t;
+
+/* RET (RFC 3461 4.3): what a bounce carries of the message. */
+typedef enum { STORE_RET_DEFAULT = 0, STORE_RET_FULL, STORE_RET_HDRS } store_ret_e;
+/* What a relayed body needs of the next hop. */
+enum { STORE_BODY_8BIT = 1, STORE_BODY_SMTPUTF8 = 2 };
+
 typedef struct store_delivery_t {
     const char *sender; /* envelope sender, "" for <> */
     store_body_t *body; /* stored once however many recipients */
     int n_local;
     const store_local_rcpt_t *local;
-    int n_remote;              /* recipients to relay: queued (outbound issue) */
+    int n_remote;              /* recipients to relay: queued */
     const char *const *remote; /* their addresses */
+    const store_rcpt_dsn_t *remote_dsn; /* n_remote entries, or NULL: none */
     const char *remote_prefix; /* header lines prepended for the relayed copy */
     apr_size_t remote_prefix_len;
+    const char *envid;   /* ENVID, or NULL */
+    store_ret_e ret;
+    unsigned body_flags; /* STORE_BODY_* */
 } store_delivery_t;
 
 /* Blocks until the transaction holding the message is durable (fsynced).
@@ -145,7 +163,73 @@ apr_status_t store_stream_read(store_stream_t *s, char *buf, apr_size_t *len);
 apr_status_t store_user_usage(store_reader_t *r, const char *user, apr_uint32_t *messages_r,
                               apr_off_t *bytes_r);
 
+/* ---- The outbound queue: relayed recipients, queued in the transaction
+ * that accepted the message (store_deliver), with per-recipient state. A
+ * message leaves the queue, with its body when nothing else holds it, once
+ * no recipient of it is pending. */
+
 /* Count of queued (relay) recipients not yet delivered. */
 apr_status_t store_queue_count(store_reader_t *r, apr_uint32_t *count_r);
+
+typedef enum { STORE_Q_PENDING = 0, STORE_Q_DELIVERED = 1, STORE_Q_FAILED = 2 } store_qstate_e;
+
+typedef struct store_qrcpt_t {
+    apr_int64_t id;
+    const char *address;
+    store_qstate_e state;
+    int attempts;
+    apr_time_t next_attempt;
+    const char *last_reply; /* "" before the first attempt */
+    store_rcpt_dsn_t dsn;
+    int warned; /* a delay DSN was sent */
+} store_qrcpt_t;
+
+typedef struct store_qmsg_t {
+    apr_int64_t id;
+    const char *sender; /* "" for <> */
+    apr_time_t created;
+    apr_off_t size; /* prefix + body */
+    const char *envid; /* "" if none */
+    store_ret_e ret;
+    unsigned body_flags;
+    apr_array_header_t *rcpts; /* store_qrcpt_t */
+} store_qmsg_t;
+
+/* Messages with pending recipients due by now (next_attempt <= now), each
+ * with its due recipients only, the longest-waiting first; at most max
+ * recipients in all. Array of store_qmsg_t*. */
+apr_status_t store_queue_due(store_reader_t *r, apr_time_t now, int max,
+                             apr_array_header_t **msgs_r, apr_pool_t *pool);
+/* When the next pending recipient is due; 0 if none is pending. */
+apr_status_t store_queue_next(store_reader_t *r, apr_time_t *t_r);
+/* The queue as it is (every recipient, any state), oldest message first;
+ * id 0: every message, else that one (PR_ENOTFOUND). store_qmsg_t*. */
+apr_status_t store_queue_list(store_reader_t *r, apr_int64_t id, apr_array_header_t **msgs_r,
+                              apr_pool_t *pool);
+/* A queued message (prefix then body) as a stream; PR_ENOTFOUND. */
+apr_status_t store_queue_open(store_stream_t **s_r, store_reader_t *r, apr_int64_t id,
+                              apr_pool_t *pool);
+
+/* The outcome of an attempt for one recipient. */
+typedef struct store_qresult_t {
+    apr_int64_t rcpt_id;
+    store_qstate_e state;
+    apr_time_t next_attempt; /* when pending */
+    const char *reply;       /* the peer's reply or our reason; kept as last_reply */
+    int attempted;           /* 1: counts as an attempt (0: e.g. only a warning sent) */
+    int warned;
+} store_qresult_t;
+
+/* Record outcomes and, in the same durable transaction, deliver the DSNs
+ * they cause (bounce: NULL or n_bounce deliveries), so a crash can neither
+ * lose a bounce nor send one twice. Finished messages leave the queue.
+ * Unknown recipient ids are ignored (deleted meanwhile by an admin). */
+apr_status_t store_queue_update(store_t *st, const store_qresult_t *res, int n,
+                                const store_delivery_t *bounce, int n_bounce);
+/* Admin: make pending recipients due now: of message id, or all (id 0).
+ * PR_ENOTFOUND if id names no queued message. */
+apr_status_t store_queue_retry(store_t *st, apr_int64_t id);
+/* Admin: remove a message from the queue, without a bounce. PR_ENOTFOUND. */
+apr_status_t store_queue_delete(store_t *st, apr_int64_t id);
 
 #endif

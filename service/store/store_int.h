@@ -22,9 +22,6 @@
  * write buffer (SMTP appends a line at a time). */
 #define STORE_COPY_CHUNK (64 * 1024)
 
-/* Queue recipient states (queue_rcpts.state). */
-enum { STORE_QSTATE_PENDING = 0, STORE_QSTATE_DONE = 1, STORE_QSTATE_FAILED = 2 };
-
 /* Statements cached on a connection; prepared on first use, reset after
  * every use so no connection ever holds a read transaction open. */
 typedef enum {
@@ -48,6 +45,11 @@ typedef enum {
     SQ_MSG_FLAGS,
     SQ_MSG_DELETE,
     SQ_BODY_GC,
+    SQ_QRCPT_UPDATE,
+    SQ_QMSG_PENDING,
+    SQ_QMSG_DELETE,
+    SQ_QRCPT_DELETE_MSG,
+    SQ_QRETRY,
     /* readers */
     SQ_R_BEGIN,
     SQ_R_COMMIT,
@@ -57,6 +59,10 @@ typedef enum {
     SQ_R_MSG_OPEN,
     SQ_R_USAGE,
     SQ_R_QCOUNT,
+    SQ_R_QDUE,
+    SQ_R_QNEXT,
+    SQ_R_QLIST,
+    SQ_R_QOPEN,
     SQ__COUNT
 } store_sq_t;
 
@@ -86,7 +92,14 @@ struct store_body_t {
     apr_off_t size;
 };
 
-typedef enum { STORE_REQ_DELIVER, STORE_REQ_FLAGS, STORE_REQ_EXPUNGE } store_req_kind_t;
+typedef enum {
+    STORE_REQ_DELIVER,
+    STORE_REQ_FLAGS,
+    STORE_REQ_EXPUNGE,
+    STORE_REQ_QUPDATE,
+    STORE_REQ_QRETRY,
+    STORE_REQ_QDELETE,
+} store_req_kind_t;
 
 /* A condition a requester sleeps on, so the writer wakes exactly the
  * requesters whose commit is done (not every waiting thread). Kept on a free
@@ -106,6 +119,11 @@ typedef struct store_req_t {
     apr_uint32_t uid, flags;
     const apr_uint32_t *uid_list;
     int n_uids;
+    const store_qresult_t *qres; /* STORE_REQ_QUPDATE */
+    int n_qres;
+    const store_delivery_t *bounces;
+    int n_bounces;
+    apr_int64_t qid; /* STORE_REQ_QRETRY, _QDELETE */
     apr_status_t status;
     int done;
     store_waiter_t *waiter;
@@ -141,6 +159,16 @@ struct store_reader_t {
     store_conn_t c;
 };
 
+/* A stored message (a mailbox's or the queue's) being read. */
+struct store_stream_t {
+    store_reader_t *r;
+    const char *prefix; /* small: header lines, copied at open */
+    apr_size_t prefix_len;
+    sqlite3_int64 body_id;
+    apr_off_t body_size;
+    apr_off_t pos;
+};
+
 /* Canonical folder name: NULL and any case of "INBOX" become "INBOX". */
 const char *store_folder_norm(const char *folder);
 
@@ -157,6 +185,14 @@ apr_status_t store_schema_migrate(store_conn_t *c);
 apr_status_t store_writer_start(store_t *st);
 void store_writer_stop(store_t *st);
 apr_status_t store_writer_submit(store_t *st, store_req_t *req);
+
+/* Writer steps shared by writer.c and queue.c, inside the writer's
+ * transaction. */
+apr_status_t store_apply_deliver_one(store_t *st, const store_delivery_t *d, apr_uint32_t *uids);
+apr_status_t store_body_gc(store_t *st, sqlite3_int64 body_id);
+apr_status_t store_apply_qupdate(store_t *st, store_req_t *r);
+apr_status_t store_apply_qretry(store_t *st, store_req_t *r);
+apr_status_t store_apply_qdelete(store_t *st, store_req_t *r);
 
 /* Body (body.c): copy the body into blob row body_id of the write connection. */
 apr_status_t store_body_insert(store_t *st, store_body_t *b, sqlite3_int64 *body_id_r);

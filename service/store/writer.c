@@ -107,9 +107,8 @@ static apr_status_t store_mbox_touch(store_t *st, const char *user, const char *
     return rc == SQLITE_DONE ? PR_ENOTFOUND : PR_EIO;
 }
 
-static apr_status_t store_apply_deliver(store_t *st, store_req_t *r)
+apr_status_t store_apply_deliver_one(store_t *st, const store_delivery_t *d, apr_uint32_t *uids)
 {
-    const store_delivery_t *d = r->d;
     sqlite3_int64 body_id;
     apr_status_t rv = store_body_insert(st, d->body, &body_id);
     if (rv != APR_SUCCESS) return rv;
@@ -135,7 +134,7 @@ static apr_status_t store_apply_deliver(store_t *st, store_req_t *r)
         int rc = sqlite3_step(s);
         sqlite3_reset(s);
         if (rc != SQLITE_DONE) return PR_EIO;
-        r->uids[i] = uid;
+        if (uids) uids[i] = uid;
     }
 
     if (d->n_remote > 0) {
@@ -145,21 +144,44 @@ static apr_status_t store_apply_deliver(store_t *st, store_req_t *r)
         sqlite3_bind_text(s, 2, d->sender ? d->sender : "", -1, SQLITE_STATIC);
         store_bind_bytes(s, 3, d->remote_prefix, d->remote_prefix_len);
         sqlite3_bind_int64(s, 4, now);
+        sqlite3_bind_text(s, 5, d->envid ? d->envid : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 6, (int)d->ret);
+        sqlite3_bind_int(s, 7, (int)d->body_flags);
         int rc = sqlite3_step(s);
         sqlite3_reset(s);
         if (rc != SQLITE_DONE) return PR_EIO;
         sqlite3_int64 qid = sqlite3_last_insert_rowid(st->w.db);
         for (int i = 0; i < d->n_remote; i++) {
+            const store_rcpt_dsn_t *dsn = d->remote_dsn ? &d->remote_dsn[i] : NULL;
             if (!(s = store_conn_stmt(&st->w, SQ_QRCPT_INSERT))) return PR_EIO;
             sqlite3_bind_int64(s, 1, qid);
             sqlite3_bind_text(s, 2, d->remote[i], -1, SQLITE_STATIC);
             sqlite3_bind_int64(s, 3, now);
+            sqlite3_bind_int(s, 4, dsn ? (int)dsn->notify : 0);
+            sqlite3_bind_text(s, 5, dsn && dsn->orcpt ? dsn->orcpt : "", -1, SQLITE_STATIC);
             rc = sqlite3_step(s);
             sqlite3_reset(s);
             if (rc != SQLITE_DONE) return PR_EIO;
         }
     }
     return APR_SUCCESS;
+}
+
+static apr_status_t store_apply_deliver(store_t *st, store_req_t *r)
+{
+    return store_apply_deliver_one(st, r->d, r->uids);
+}
+
+/* The body goes with its last reference (other recipients and the queue
+ * may still hold it). */
+apr_status_t store_body_gc(store_t *st, sqlite3_int64 body_id)
+{
+    sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_BODY_GC);
+    if (!s) return PR_EIO;
+    sqlite3_bind_int64(s, 1, body_id);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? APR_SUCCESS : PR_EIO;
 }
 
 static apr_status_t store_apply_flags(store_t *st, store_req_t *r)
@@ -196,13 +218,7 @@ static apr_status_t store_apply_expunge(store_t *st, store_req_t *r)
         sqlite3_reset(s);
         if (rc == SQLITE_DONE) continue; /* already gone: expunge is idempotent */
         if (rc != SQLITE_ROW) return PR_EIO;
-        /* The body goes with its last reference (other recipients and the
-         * queue may still hold it). */
-        if (!(s = store_conn_stmt(&st->w, SQ_BODY_GC))) return PR_EIO;
-        sqlite3_bind_int64(s, 1, body_id);
-        rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (rc != SQLITE_DONE) return PR_EIO;
+        if ((rv = store_body_gc(st, body_id)) != APR_SUCCESS) return rv;
     }
     return APR_SUCCESS;
 }
@@ -216,6 +232,12 @@ static apr_status_t store_apply(store_t *st, store_req_t *r)
         return store_apply_flags(st, r);
     case STORE_REQ_EXPUNGE:
         return store_apply_expunge(st, r);
+    case STORE_REQ_QUPDATE:
+        return store_apply_qupdate(st, r);
+    case STORE_REQ_QRETRY:
+        return store_apply_qretry(st, r);
+    case STORE_REQ_QDELETE:
+        return store_apply_qdelete(st, r);
     }
     return PR_EINVAL;
 }

@@ -207,11 +207,11 @@ static void test_open_migrate_twice(void **state)
     assert_int_equal(uid, 1);
     store_close(st);
     store_close(st); /* idempotent */
-    assert_int_equal(db_int("PRAGMA user_version"), 2);
+    assert_int_equal(db_int("PRAGMA user_version"), 3);
 
     /* Second open: already at the current version, nothing to do. */
     st = open_store(0, p);
-    assert_int_equal(db_int("PRAGMA user_version"), 2);
+    assert_int_equal(db_int("PRAGMA user_version"), 3);
     assert_int_equal(db_int("SELECT count(*) FROM messages"), 1);
     store_reader_t *r;
     assert_int_equal(store_reader_open(&r, st, p), APR_SUCCESS);
@@ -849,12 +849,16 @@ static void test_usage_migration(void **state)
     apr_pool_destroy(p);
     /* What a Postroom of schema 1 left behind: no totals table, no triggers. */
     db_exec("DROP TRIGGER user_usage_add; DROP TRIGGER user_usage_del;"
-            " DROP TRIGGER user_usage_move; DROP TABLE user_usage; PRAGMA user_version = 1");
+            " DROP TRIGGER user_usage_move; DROP TABLE user_usage;"
+            " ALTER TABLE queue_msgs DROP COLUMN envid; ALTER TABLE queue_msgs DROP COLUMN ret;"
+            " ALTER TABLE queue_msgs DROP COLUMN body_flags;"
+            " ALTER TABLE queue_rcpts DROP COLUMN notify; ALTER TABLE queue_rcpts DROP COLUMN orcpt;"
+            " ALTER TABLE queue_rcpts DROP COLUMN warned; PRAGMA user_version = 1");
     assert_int_equal(db_int("SELECT count(*) FROM sqlite_master WHERE name = 'user_usage'"), 0);
 
     apr_pool_create(&p, pool);
     st = open_store(0, p);
-    assert_int_equal(db_int("PRAGMA user_version"), 2);
+    assert_int_equal(db_int("PRAGMA user_version"), 3);
     store_reader_t *r;
     assert_int_equal(store_reader_open(&r, st, p), APR_SUCCESS);
     assert_usage(r, users[0], 5, 5 * 27);
@@ -867,6 +871,133 @@ static void test_usage_migration(void **state)
     assert_int_equal(deliver(st, make_body(st, body, p), users + 1, 1, NULL, NULL, NULL),
                      APR_SUCCESS);
     assert_usage(r, users[1], 2, 27 + 21);
+    apr_pool_destroy(p);
+}
+
+/* The outbound queue: recipients queued with the message and their DSN
+ * requests, due and not yet due, outcomes recorded with a bounce in the
+ * same transaction, the message and its body leaving once nothing is
+ * pending, admin retry and delete. */
+static void test_queue(void **state)
+{
+    (void)state;
+    apr_pool_t *p;
+    apr_pool_create(&p, pool);
+    store_t *st = open_store(0, p);
+    store_reader_t *r;
+    assert_int_equal(store_reader_open(&r, st, p), APR_SUCCESS);
+
+    const char *remote[] = {"a@remote.example", "b@remote.example", "c@other.example"};
+    store_rcpt_dsn_t dsn[] = {{STORE_NOTIFY_FAILURE | STORE_NOTIFY_DELAY, "rfc822;A@remote.example"},
+                              {0, NULL},
+                              {STORE_NOTIFY_NEVER, NULL}};
+    store_delivery_t d = {0};
+    d.sender = "alice@example.org";
+    d.body = make_body(st, "Subject: out\r\n\r\nhello\r\n", p);
+    d.n_remote = 3;
+    d.remote = remote;
+    d.remote_dsn = dsn;
+    d.remote_prefix = "Received: x\r\n";
+    d.remote_prefix_len = strlen(d.remote_prefix);
+    d.envid = "env-1";
+    d.ret = STORE_RET_HDRS;
+    d.body_flags = STORE_BODY_8BIT;
+    assert_int_equal(store_deliver(st, &d, NULL, p), APR_SUCCESS);
+
+    apr_uint32_t count;
+    assert_int_equal(store_queue_count(r, &count), APR_SUCCESS);
+    assert_int_equal(count, 3);
+    apr_time_t next = 0;
+    assert_int_equal(store_queue_next(r, &next), APR_SUCCESS);
+    assert_true(next > 0 && next <= apr_time_now());
+
+    apr_array_header_t *msgs;
+    assert_int_equal(store_queue_due(r, apr_time_now(), 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(msgs->nelts, 1);
+    store_qmsg_t *m = APR_ARRAY_IDX(msgs, 0, store_qmsg_t *);
+    assert_string_equal(m->sender, "alice@example.org");
+    assert_string_equal(m->envid, "env-1");
+    assert_int_equal(m->ret, STORE_RET_HDRS);
+    assert_int_equal(m->body_flags, STORE_BODY_8BIT);
+    assert_int_equal(m->size, (apr_off_t)(strlen("Received: x\r\n") + 23));
+    assert_int_equal(m->rcpts->nelts, 3);
+    store_qrcpt_t *q = (store_qrcpt_t *)m->rcpts->elts;
+    assert_string_equal(q[0].address, "a@remote.example");
+    assert_int_equal(q[0].dsn.notify, STORE_NOTIFY_FAILURE | STORE_NOTIFY_DELAY);
+    assert_string_equal(q[0].dsn.orcpt, "rfc822;A@remote.example");
+    assert_null(q[1].dsn.orcpt);
+    assert_int_equal(q[2].dsn.notify, STORE_NOTIFY_NEVER);
+
+    /* The queued copy: prefix then body. */
+    store_stream_t *sm;
+    assert_int_equal(store_queue_open(&sm, r, m->id, p), APR_SUCCESS);
+    char buf[128];
+    apr_size_t n = sizeof(buf);
+    assert_int_equal(store_stream_read(sm, buf, &n), APR_SUCCESS);
+    assert_int_equal(n, (apr_size_t)m->size);
+    assert_memory_equal(buf, "Received: x\r\nSubject: out\r\n", 27);
+    assert_int_equal(store_queue_open(&sm, r, m->id + 100, p), PR_ENOTFOUND);
+
+    /* a delivered, b deferred an hour, c failed with a bounce to alice. */
+    apr_time_t later = apr_time_now() + apr_time_from_sec(3600);
+    store_qresult_t res[] = {
+        {q[0].id, STORE_Q_DELIVERED, 0, "250 2.0.0 ok", 1, 0},
+        {q[1].id, STORE_Q_PENDING, later, "451 4.3.0 try later", 1, 0},
+        {q[2].id, STORE_Q_FAILED, 0, "550 5.1.1 no such user", 1, 0},
+    };
+    const char *alice[] = {"alice@example.org"};
+    store_local_rcpt_t lr = {alice[0], NULL, NULL, 0};
+    store_delivery_t bounce = {0};
+    bounce.sender = "";
+    bounce.body = make_body(st, "Subject: Undelivered\r\n\r\nreport\r\n", p);
+    bounce.n_local = 1;
+    bounce.local = &lr;
+    assert_int_equal(store_queue_update(st, res, 3, &bounce, 1), APR_SUCCESS);
+    assert_int_equal(db_int("SELECT count(*) FROM messages"), 1); /* the bounce */
+    assert_int_equal(store_queue_count(r, &count), APR_SUCCESS);
+    assert_int_equal(count, 1);
+    assert_int_equal(store_queue_due(r, apr_time_now(), 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(msgs->nelts, 0); /* b is not due for an hour */
+    assert_int_equal(store_queue_next(r, &next), APR_SUCCESS);
+    assert_true(next == later);
+    assert_int_equal(store_queue_list(r, 0, &msgs, p), APR_SUCCESS);
+    assert_int_equal(msgs->nelts, 1);
+    m = APR_ARRAY_IDX(msgs, 0, store_qmsg_t *);
+    assert_int_equal(m->rcpts->nelts, 3); /* the list shows every state */
+    q = (store_qrcpt_t *)m->rcpts->elts;
+    assert_int_equal(q[0].state, STORE_Q_DELIVERED);
+    assert_int_equal(q[1].state, STORE_Q_PENDING);
+    assert_int_equal(q[1].attempts, 1);
+    assert_string_equal(q[1].last_reply, "451 4.3.0 try later");
+    assert_int_equal(q[2].state, STORE_Q_FAILED);
+
+    /* Admin retry: due now. */
+    assert_int_equal(store_queue_retry(st, m->id), APR_SUCCESS);
+    assert_int_equal(store_queue_due(r, apr_time_now(), 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(msgs->nelts, 1);
+    assert_int_equal(store_queue_retry(st, m->id + 100), PR_ENOTFOUND);
+
+    /* The last pending recipient done: the message and its body go. */
+    store_qresult_t last = {q[1].id, STORE_Q_DELIVERED, 0, "250 ok", 1, 0};
+    assert_int_equal(store_queue_update(st, &last, 1, NULL, 0), APR_SUCCESS);
+    assert_int_equal(db_int("SELECT count(*) FROM queue_msgs"), 0);
+    assert_int_equal(db_int("SELECT count(*) FROM queue_rcpts"), 0);
+    assert_int_equal(db_int("SELECT count(*) FROM bodies"), 1); /* the bounce's */
+    assert_int_equal(store_queue_next(r, &next), APR_SUCCESS);
+    assert_true(next == 0);
+    /* An outcome for a recipient deleted meanwhile is ignored. */
+    assert_int_equal(store_queue_update(st, &last, 1, NULL, 0), APR_SUCCESS);
+
+    /* Admin delete: gone without a bounce, body too. */
+    d.body = make_body(st, "Subject: two\r\n\r\nx\r\n", p);
+    assert_int_equal(store_deliver(st, &d, NULL, p), APR_SUCCESS);
+    assert_int_equal(store_queue_list(r, 0, &msgs, p), APR_SUCCESS);
+    m = APR_ARRAY_IDX(msgs, 0, store_qmsg_t *);
+    assert_int_equal(store_queue_list(r, m->id, &msgs, p), APR_SUCCESS);
+    assert_int_equal(store_queue_delete(st, m->id), APR_SUCCESS);
+    assert_int_equal(store_queue_delete(st, m->id), PR_ENOTFOUND);
+    assert_int_equal(store_queue_list(r, m->id, &msgs, p), PR_ENOTFOUND);
+    assert_int_equal(db_int("SELECT count(*) FROM bodies"), 1);
     apr_pool_destroy(p);
 }
 
@@ -1020,6 +1151,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_usage_totals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_reused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_migration, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_durability, setup, teardown),
     };
     /* STORE_TEST_FILTER=test_big* runs a subset (profiling, benchmarking). */
