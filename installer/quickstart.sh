@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 PKGS="build-essential cmake ninja-build pkg-config openssl swaks
-      libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libldap-dev libcmocka-dev"
+      libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libldap-dev libcmocka-dev
+      libc-ares-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,5 +1,5 @@
-/* The server: owns the store, directory, TLS contexts and listeners, and
- * wires each configured endpoint to its protocol. */
+/* The server: owns the store, directory, TLS contexts, outbound queue and
+ * listeners, and wires each configured endpoint to its protocol. */
 #include "service/server.h"
 #include "directory/directory.h"
 #include "service/core/listener.h"
@@ -7,6 +7,7 @@
 #include "service/core/status.h"
 #include "service/core/tls.h"
 #include "service/pop3/pop3.h"
+#include "service/queue/queue.h"
 #include "service/smtp/smtp.h"
 #include "service/store/store.h"
 
@@ -20,8 +21,14 @@ struct pr_server_t {
     pr_tls_t *tls;
     smtp_server_t *smtp;
     pop3_server_t *pop3;
+    queue_t *queue;
     pr_listener_t *listener;
 };
+
+static void server_queue_kick(void *ctx, const char *domain)
+{
+    queue_kick(ctx, domain);
+}
 
 /* One service on each of its endpoints. busy is the protocol's reply to a
  * connection over the limits; name is for the log. */
@@ -86,6 +93,9 @@ apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const
         return st;
     }
     smtp_server_create(&srv->smtp, cfg, srv->dir, srv->store, srv->tls, penalty, pool);
+    if ((st = queue_create(&srv->queue, cfg, srv->store, srv->dir, err_r, pool)) != APR_SUCCESS)
+        return st;
+    smtp_server_set_queue(srv->smtp, server_queue_kick, srv->queue);
     if ((st = pop3_server_create(&srv->pop3, cfg, srv->dir, srv->store, srv->tls, penalty, pool)) !=
         APR_SUCCESS) {
         *err_r = "cannot create the POP3 server";
@@ -118,7 +128,8 @@ apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const
 
 apr_status_t pr_server_start(pr_server_t *srv)
 {
-    apr_status_t st = pr_listener_start(srv->listener);
+    apr_status_t st = queue_start(srv->queue);
+    if (st == APR_SUCCESS) st = pr_listener_start(srv->listener);
     if (st == APR_SUCCESS) pr_log_info(NULL, "postroomd ready (%s)", srv->cfg->server.hostname);
     return st;
 }
@@ -150,6 +161,7 @@ void pr_server_stop(pr_server_t *srv)
         pr_log_warn(NULL, "%d sessions still running at shutdown; exiting anyway", left);
         return;
     }
+    queue_stop(srv->queue);
     store_close(srv->store);
     dir_close(srv->dir);
     pr_tls_destroy(srv->tls);

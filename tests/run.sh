@@ -11,7 +11,7 @@ FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 
 PKGS="build-essential cmake ninja-build pkg-config python3 openssl sqlite3 curl swaks fetchmail
       libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libldap-dev libcmocka-dev
-      clang libclang-rt-14-dev slapd ldap-utils"
+      libc-ares-dev clang libclang-rt-14-dev slapd ldap-utils dnsmasq-base"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -135,6 +135,7 @@ static const key_def_t keys[] = {
     K("outbound", "smarthost_tls", T_SMARTHOST_TLS, outbound.smarthost_tls, 0, 0),
     K("outbound", "smarthost_auth_user", T_PATH_OPT, outbound.smarthost_auth_user, 0, 0),
     K("outbound", "smarthost_password_file", T_PATH_OPT, outbound.smarthost_password_file, 0, 0),
+    K("outbound", "smarthost_ca_file", T_PATH_OPT, outbound.smarthost_ca_file, 0, 0),
     K("outbound", "dns_servers", T_DNS_SERVERS, outbound.dns_servers, 0, 0),
     K("outbound", "port", T_INT, outbound.port, 1, 65535),
     K("outbound", "outbound_tls", T_OUTBOUND_TLS, outbound.outbound_tls, 0, 0),
@@ -551,6 +552,7 @@ void pr_config_defaults(pr_config_t *cfg, apr_pool_t *pool)
     cfg->outbound.smarthost_tls = PR_SMARTHOST_STARTTLS;
     cfg->outbound.smarthost_auth_user = "";
     cfg->outbound.smarthost_password_file = "";
+    cfg->outbound.smarthost_ca_file = "";
     cfg->outbound.port = 25;
     cfg->outbound.outbound_tls = PR_OUTBOUND_TLS_MAY;
     static const int retry_minutes[] = {5, 10, 20, 40, 60};

@@ -138,6 +138,8 @@ typedef struct pr_config_t {
         pr_smarthost_tls_e smarthost_tls;  /* default starttls */
         const char *smarthost_auth_user;   /* default empty: no AUTH */
         const char *smarthost_password_file; /* required with smarthost_auth_user */
+        const char *smarthost_ca_file;     /* the relay's certificate is verified against
+                                              it; default empty: the system's CAs */
         pr_strlist_t dns_servers;          /* "ip:port" (c-ares syntax, [v6]:port);
                                               default empty: the system resolver */
         int port;                          /* MX hosts' port; default 25 (tests change it) */

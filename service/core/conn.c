@@ -1,6 +1,7 @@
 /* Buffered connections with limits and timeouts; TLS through an OpenSSL BIO
  * that calls the transport, so sockets (with APR's timeouts) and in-memory
- * test connections get TLS alike. */
+ * test connections get TLS alike; server and client handshakes; outbound
+ * TCP connect trying each address of a host in turn. */
 #include "service/core/conn.h"
 #include "service/core/status.h"
 #include "service/core/tls.h"
@@ -11,6 +12,7 @@
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,9 +24,9 @@
 #include <sys/time.h>
 #endif
 
-#define CONN_IN_INITIAL 4096   /* enough for any ordinary command and a DATA read */
+#define CONN_IN_INITIAL 4096    /* enough for any ordinary command and a DATA read */
 #define CONN_IN_MAX (64 * 1024) /* grown only for long lines (AUTH); reset after */
-#define CONN_OUT_FLUSH 16384   /* flush output once this much is waiting */
+#define CONN_OUT_FLUSH 16384    /* flush output once this much is waiting */
 
 struct pr_conn_t {
     const pr_transport_t *tp;
@@ -38,6 +40,7 @@ struct pr_conn_t {
     apr_size_t out_len, out_cap;
     apr_off_t bytes_in;
     int closed;
+    char tls_err[200]; /* why a client handshake failed */
 };
 
 /* ---- transports */
@@ -129,7 +132,8 @@ static apr_status_t mem_send(void *ctx, const char *buf, apr_size_t len)
     mem_tp_t *m = ctx;
     if (m->out_len + len + 1 > m->out_cap) {
         apr_size_t cap = m->out_cap ? m->out_cap : 1024;
-        while (cap < m->out_len + len + 1) cap *= 2;
+        while (cap < m->out_len + len + 1)
+            cap *= 2;
         m->out = realloc(m->out, cap);
         if (!m->out) abort();
         m->out_cap = cap;
@@ -248,6 +252,36 @@ apr_status_t pr_conn_create_socket(pr_conn_t **c_r, apr_socket_t *sock, apr_pool
     return pr_conn_create(c_r, &sock_transport, s, pool);
 }
 
+apr_status_t pr_conn_connect(pr_conn_t **c_r, const char *host, apr_port_t port,
+                             apr_interval_time_t timeout, apr_pool_t *pool)
+{
+    apr_sockaddr_t *sa;
+    apr_status_t st = apr_sockaddr_info_get(&sa, host, APR_UNSPEC, port, 0, pool);
+    if (st != APR_SUCCESS) return PR_ENOTFOUND;
+    st = PR_ENOTFOUND;
+    for (; sa; sa = sa->next) {
+        apr_socket_t *sock;
+        st = apr_socket_create(&sock, sa->family, SOCK_STREAM, APR_PROTO_TCP, pool);
+        if (st != APR_SUCCESS) continue;
+        /* APR bounds a connect with a timeout (non-blocking connect + poll);
+         * afterwards the socket goes back to blocking mode with kernel
+         * timeouts, as sock_set_timeout expects. */
+        apr_socket_timeout_set(sock, timeout > 0 ? timeout : -1);
+        st = apr_socket_connect(sock, sa);
+        if (st == APR_SUCCESS) {
+            apr_socket_opt_set(sock, APR_TCP_NODELAY, 1);
+            apr_socket_timeout_set(sock, -1);
+            st = pr_conn_create_socket(c_r, sock, pool);
+            if (st == APR_SUCCESS && timeout > 0) pr_conn_set_timeout(*c_r, timeout);
+            return st;
+        }
+        apr_socket_close(sock);
+        if (APR_STATUS_IS_TIMEUP(st) || APR_STATUS_IS_EAGAIN(st) || APR_STATUS_IS_EINPROGRESS(st))
+            st = PR_ETIMEOUT;
+    }
+    return st;
+}
+
 apr_status_t pr_conn_create_memory(pr_conn_t **c_r, const char *input, apr_size_t len,
                                    apr_pool_t *pool)
 {
@@ -332,8 +366,8 @@ static void conn_shrink(pr_conn_t *c)
     }
 }
 
-apr_status_t pr_conn_read_line(pr_conn_t *c, char **line_r, apr_size_t *len_r,
-                               apr_size_t limit, int *bare_lf_r)
+apr_status_t pr_conn_read_line(pr_conn_t *c, char **line_r, apr_size_t *len_r, apr_size_t limit,
+                               int *bare_lf_r)
 {
     apr_size_t scanned = 0;
     int skipping = 0;
@@ -459,7 +493,8 @@ apr_status_t pr_conn_write(pr_conn_t *c, const char *data, apr_size_t len)
             if (len > CONN_OUT_FLUSH) return conn_send_raw(c, data, len);
         }
         apr_size_t cap = c->out_cap ? c->out_cap : 512;
-        while (cap < c->out_len + len) cap *= 2;
+        while (cap < c->out_len + len)
+            cap *= 2;
         c->out = realloc(c->out, cap);
         if (!c->out) abort();
         c->out_cap = cap;
@@ -489,8 +524,7 @@ apr_status_t pr_conn_printf(pr_conn_t *c, const char *fmt, ...)
 apr_status_t pr_conn_start_tls(pr_conn_t *c, pr_tls_ctx_t *tls)
 {
     static CRYPTO_ONCE bio_once = CRYPTO_ONCE_STATIC_INIT;
-    if (!CRYPTO_THREAD_run_once(&bio_once, conn_bio_init_once) || !conn_bio_method)
-        return PR_ETLS;
+    if (!CRYPTO_THREAD_run_once(&bio_once, conn_bio_init_once) || !conn_bio_method) return PR_ETLS;
     apr_status_t st = pr_conn_flush(c);
     if (st != APR_SUCCESS) return st;
     SSL *ssl = SSL_new(pr_tls_ctx_ssl(tls));
@@ -513,6 +547,70 @@ apr_status_t pr_conn_start_tls(pr_conn_t *c, pr_tls_ctx_t *tls)
         return err;
     }
     return APR_SUCCESS;
+}
+
+apr_status_t pr_conn_start_tls_client(pr_conn_t *c, pr_tls_ctx_t *tls, const char *server_name)
+{
+    static CRYPTO_ONCE bio_once = CRYPTO_ONCE_STATIC_INIT;
+    c->tls_err[0] = '\0';
+    if (!CRYPTO_THREAD_run_once(&bio_once, conn_bio_init_once) || !conn_bio_method) return PR_ETLS;
+    apr_status_t st = pr_conn_flush(c);
+    if (st != APR_SUCCESS) return st;
+    SSL *ssl = SSL_new(pr_tls_ctx_ssl(tls));
+    if (!ssl) return PR_ETLS;
+    BIO *bio = BIO_new(conn_bio_method);
+    if (!bio) {
+        SSL_free(ssl);
+        return PR_ETLS;
+    }
+    BIO_set_data(bio, c);
+    SSL_set_bio(ssl, bio, bio);
+    c->ssl = ssl;
+    c->tls = pr_tls_ctx_ref(tls);
+    if (server_name && *server_name) {
+        /* IPv6 literals hold a colon; IPv4 literals only digits and dots. */
+        int is_ip = strchr(server_name, ':') != NULL;
+        if (!is_ip) {
+            is_ip = 1;
+            for (const char *p = server_name; *p; p++)
+                if (!((*p >= '0' && *p <= '9') || *p == '.')) is_ip = 0;
+        }
+        if (!is_ip) SSL_set_tlsext_host_name(ssl, server_name);
+        if (pr_tls_ctx_verifies(tls)) {
+            int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), server_name)
+                           : SSL_set1_host(ssl, server_name);
+            if (ok != 1) {
+                snprintf(c->tls_err, sizeof(c->tls_err), "bad server name for verification");
+                c->closed = 1;
+                return PR_ETLS;
+            }
+        }
+    }
+    ERR_clear_error();
+    c->tp_err = APR_SUCCESS;
+    if (SSL_connect(ssl) != 1) {
+        int lost = c->tp_err != APR_SUCCESS;
+        long vr = SSL_get_verify_result(ssl);
+        unsigned long e = ERR_peek_error();
+        if (pr_tls_ctx_verifies(tls) && vr != X509_V_OK)
+            snprintf(c->tls_err, sizeof(c->tls_err), "certificate verify failed: %s",
+                     X509_verify_cert_error_string(vr));
+        else if (e)
+            ERR_error_string_n(e, c->tls_err, sizeof(c->tls_err));
+        else
+            snprintf(c->tls_err, sizeof(c->tls_err), "%s",
+                     lost ? "connection lost during handshake" : "handshake failed");
+        ERR_clear_error();
+        /* No close_notify on a failed handshake. */
+        c->closed = 1;
+        return PR_ETLS;
+    }
+    return APR_SUCCESS;
+}
+
+const char *pr_conn_tls_error(const pr_conn_t *c)
+{
+    return c->tls_err;
 }
 
 int pr_conn_is_tls(const pr_conn_t *c)

@@ -28,6 +28,13 @@ apr_status_t pr_conn_create(pr_conn_t **c_r, const pr_transport_t *tp, void *tp_
                             apr_pool_t *pool);
 /* A connection over an accepted APR socket. */
 apr_status_t pr_conn_create_socket(pr_conn_t **c_r, apr_socket_t *sock, apr_pool_t *pool);
+/* Open a TCP connection to host (a name, resolved by the system, or a
+ * literal address) trying each of its addresses in turn, each attempt
+ * bounded by timeout (0: none). The socket belongs to pool and is closed
+ * with it. On failure the last attempt's status: PR_ETIMEOUT, PR_ENOTFOUND
+ * (no address), or the OS error (e.g. ECONNREFUSED). */
+apr_status_t pr_conn_connect(pr_conn_t **c_r, const char *host, apr_port_t port,
+                             apr_interval_time_t timeout, apr_pool_t *pool);
 /* A connection reading `input` and collecting output (tests, fuzzers). */
 apr_status_t pr_conn_create_memory(pr_conn_t **c_r, const char *input, apr_size_t len,
                                    apr_pool_t *pool);
@@ -43,8 +50,8 @@ void pr_conn_set_timeout(pr_conn_t *c, apr_interval_time_t t);
  * skipped to its end, so the session stays in sync. PR_ECLOSED at EOF,
  * PR_ETIMEOUT, PR_ETLS, or another error. Pending output is flushed first
  * when no complete line is buffered. */
-apr_status_t pr_conn_read_line(pr_conn_t *c, char **line_r, apr_size_t *len_r,
-                               apr_size_t limit, int *bare_lf_r);
+apr_status_t pr_conn_read_line(pr_conn_t *c, char **line_r, apr_size_t *len_r, apr_size_t limit,
+                               int *bare_lf_r);
 
 /* Borrow buffered input (reading more if none) in data_r, len_r. Consume with
  * pr_conn_consume. For streaming DATA/BDAT without copying. */
@@ -64,6 +71,14 @@ apr_status_t pr_conn_flush(pr_conn_t *c);
 
 /* Server-side TLS handshake over the connection (STARTTLS or implicit). */
 apr_status_t pr_conn_start_tls(pr_conn_t *c, pr_tls_ctx_t *tls);
+/* Client-side TLS handshake (outbound STARTTLS or implicit TLS). The
+ * connection takes its own reference to tls. server_name (may be NULL) is
+ * sent as SNI when it is a name, and when the context verifies, the
+ * certificate must match it (a name or an IP literal). PR_ETLS on failure,
+ * with the reason in pr_conn_tls_error; the connection is then unusable. */
+apr_status_t pr_conn_start_tls_client(pr_conn_t *c, pr_tls_ctx_t *tls, const char *server_name);
+/* Why the last handshake failed ("certificate verify failed: ..."), or "". */
+const char *pr_conn_tls_error(const pr_conn_t *c);
 int pr_conn_is_tls(const pr_conn_t *c);
 /* "TLSv1.3 TLS_AES_256_GCM_SHA384" or NULL. */
 const char *pr_conn_tls_description(pr_conn_t *c, apr_pool_t *pool);

@@ -22,6 +22,7 @@ static const char *const pr_status_text[] = {
     [PR_ELINE - PR_STATUS_BASE] = "line too long",
     [PR_ETLS - PR_STATUS_BASE] = "TLS error",
     [PR_EBUSY - PR_STATUS_BASE] = "in use",
+    [PR_ENULLMX - PR_STATUS_BASE] = "domain does not accept mail (null MX)",
 };
 
 const char *pr_strerror(apr_status_t st, char *buf, apr_size_t bufsize)

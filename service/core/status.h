@@ -28,6 +28,7 @@ enum {
     PR_ELINE,                          /* line over its limit */
     PR_ETLS,                           /* TLS failure */
     PR_EBUSY,                          /* in use by another session (a locked maildrop) */
+    PR_ENULLMX,                        /* the domain accepts no mail (null MX, RFC 7505) */
 };
 
 /* Human readable text for any status (project, APR or OS); buf gets it. */

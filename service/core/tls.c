@@ -1,7 +1,9 @@
 /* TLS server contexts (RFC 8446, RFC 5246 via OpenSSL): the configured
  * certificate or a self-signed one made at first start; TLS 1.2+ unless the
  * admin lowers min_version for old scan-to-mail copiers; swapped atomically
- * on reload while running sessions keep their reference. */
+ * on reload while running sessions keep their reference. Client contexts
+ * for outbound SMTP: opportunistic (RFC 7435, no verification) or verifying
+ * the chain and host name (RFC 6125 via OpenSSL's X509_check_host). */
 #include "service/core/tls.h"
 #include "service/core/log.h"
 #include "service/core/status.h"
@@ -23,6 +25,7 @@
 struct pr_tls_ctx_t {
     SSL_CTX *ssl_ctx;
     volatile apr_uint32_t refs;
+    int verify; /* client context that verifies the peer */
 };
 
 struct pr_tls_t {
@@ -43,8 +46,8 @@ static const char *tls_openssl_error(apr_pool_t *pool)
 
 /* Write a fresh RSA key (widest client support, old copiers included) and a
  * self-signed certificate for hostname, valid ten years. */
-static apr_status_t tls_self_sign(const char *cert_path, const char *key_path,
-                                  const char *hostname, const char **err_r, apr_pool_t *pool)
+static apr_status_t tls_self_sign(const char *cert_path, const char *key_path, const char *hostname,
+                                  const char **err_r, apr_pool_t *pool)
 {
     apr_status_t rv = PR_ETLS;
     EVP_PKEY *pkey = EVP_RSA_gen(2048);
@@ -64,8 +67,8 @@ static apr_status_t tls_self_sign(const char *cert_path, const char *key_path,
     X509_gmtime_adj(X509_getm_notAfter(x), 3650L * 24 * 3600);
     X509_set_pubkey(x, pkey);
     X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)hostname, -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)hostname, -1, -1,
+                               0);
     X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
                                (const unsigned char *)"Postroom self-signed", -1, -1, 0);
     X509_set_issuer_name(x, name);
@@ -95,8 +98,8 @@ static apr_status_t tls_self_sign(const char *cert_path, const char *key_path,
     rv = APR_SUCCESS;
     goto done;
 fail_io:
-    *err_r = apr_psprintf(pool, "cannot write self-signed certificate %s / %s", cert_path,
-                          key_path);
+    *err_r =
+        apr_psprintf(pool, "cannot write self-signed certificate %s / %s", cert_path, key_path);
     goto done;
 fail:
     *err_r = apr_psprintf(pool, "cannot generate certificate: %s", tls_openssl_error(pool));
@@ -108,8 +111,8 @@ done:
     return rv;
 }
 
-static apr_status_t tls_ctx_build(pr_tls_ctx_t **ctx_r, const pr_config_t *cfg,
-                                  const char **err_r, apr_pool_t *pool)
+static apr_status_t tls_ctx_build(pr_tls_ctx_t **ctx_r, const pr_config_t *cfg, const char **err_r,
+                                  apr_pool_t *pool)
 {
     const char *cert = cfg->tls.certificate, *key = cfg->tls.key;
     apr_finfo_t fi;
@@ -218,6 +221,65 @@ void pr_tls_destroy(pr_tls_t *t)
         pr_tls_release(t->current);
         t->current = NULL;
     }
+}
+
+static apr_status_t tls_client_ctx_cleanup(void *data)
+{
+    pr_tls_release(data);
+    return APR_SUCCESS;
+}
+
+apr_status_t pr_tls_client_ctx_create(pr_tls_ctx_t **ctx_r, const pr_tls_client_opts_t *opts,
+                                      const char **err_r, apr_pool_t *pool)
+{
+    SSL_CTX *sc = SSL_CTX_new(TLS_client_method());
+    if (!sc) {
+        *err_r = tls_openssl_error(pool);
+        return PR_ETLS;
+    }
+    int min = opts->min_version ? opts->min_version : TLS1_2_VERSION;
+    if (min < TLS1_2_VERSION) {
+        SSL_CTX_set_security_level(sc, 0);
+        SSL_CTX_set_cipher_list(sc, "DEFAULT:@SECLEVEL=0");
+    }
+    SSL_CTX_set_min_proto_version(sc, min);
+    SSL_CTX_set_options(sc, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(sc, SSL_MODE_RELEASE_BUFFERS);
+    if (opts->verify) {
+        int ok = opts->ca_file && *opts->ca_file
+                     ? SSL_CTX_load_verify_locations(sc, opts->ca_file, NULL)
+                     : SSL_CTX_set_default_verify_paths(sc);
+        if (ok != 1) {
+            *err_r =
+                apr_psprintf(pool, "CA %s: %s",
+                             opts->ca_file && *opts->ca_file ? opts->ca_file : "(system store)",
+                             tls_openssl_error(pool));
+            SSL_CTX_free(sc);
+            return PR_ETLS;
+        }
+        SSL_CTX_set_verify(sc, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(sc, SSL_VERIFY_NONE, NULL);
+    }
+    pr_tls_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) abort();
+    ctx->ssl_ctx = sc;
+    ctx->refs = 1;
+    ctx->verify = opts->verify != 0;
+    apr_pool_cleanup_register(pool, ctx, tls_client_ctx_cleanup, apr_pool_cleanup_null);
+    *ctx_r = ctx;
+    return APR_SUCCESS;
+}
+
+pr_tls_ctx_t *pr_tls_ctx_ref(pr_tls_ctx_t *ctx)
+{
+    apr_atomic_inc32(&ctx->refs);
+    return ctx;
+}
+
+int pr_tls_ctx_verifies(const pr_tls_ctx_t *ctx)
+{
+    return ctx->verify;
 }
 
 void *pr_tls_ctx_ssl(pr_tls_ctx_t *ctx)

@@ -32,6 +32,12 @@ typedef struct smtp_service_t {
 apr_status_t smtp_server_create(smtp_server_t **srv_r, const pr_config_t *cfg, dir_t *dir,
                                 store_t *store, pr_tls_t *tls, pr_penalty_t *penalty,
                                 apr_pool_t *pool);
+/* The outbound queue's kick: called once mail for remote recipients is
+ * queued (domain NULL), and for ETRN (RFC 1985) with the domain asked
+ * for. Without it queued mail waits for the queue's next look. */
+typedef void (*smtp_queue_kick_fn)(void *ctx, const char *domain);
+void smtp_server_set_queue(smtp_server_t *srv, smtp_queue_kick_fn kick, void *ctx);
+
 /* A service record to hand to pr_listener_add with smtp_session_run. */
 smtp_service_t *smtp_server_service(smtp_server_t *srv, smtp_service_e kind);
 

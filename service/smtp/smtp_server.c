@@ -33,7 +33,15 @@ struct smtp_server_t {
     pr_tls_t *tls;
     pr_penalty_t *penalty; /* failed logins per client address, shared */
     smtp_service_t services[3];
+    smtp_queue_kick_fn queue_kick; /* may be NULL */
+    void *queue_ctx;
 };
+
+void smtp_server_set_queue(smtp_server_t *srv, smtp_queue_kick_fn kick, void *ctx)
+{
+    srv->queue_kick = kick;
+    srv->queue_ctx = ctx;
+}
 
 typedef enum { ST_GREET = 0, ST_READY, ST_MAIL, ST_RCPT } smtp_state_e;
 #define ST(x) (1u << (x))
@@ -810,6 +818,7 @@ static void smtp_deliver(smtp_sess_t *ss)
     pr_log_info(ss->s->sid, "accepted id=%s from=<%s> size=%" APR_OFF_T_FMT " rcpts=%s%s", t->id,
                 t->sender, store_body_size(ss->body), list, ss->auth_user ? " auth" : "");
     smtp_replyf(ss, "250 2.0.0 Ok: queued as %s", t->id);
+    if (d.n_remote && ss->srv->queue_kick) ss->srv->queue_kick(ss->srv->queue_ctx, NULL);
     smtp_txn_end(ss);
 }
 

@@ -8,6 +8,7 @@
 
 #include <apr_hash.h>
 #include <apr_strings.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- reading */
@@ -143,11 +144,17 @@ apr_status_t store_apply_qupdate(store_t *st, store_req_t *r)
      * the order safe anyway). */
     for (int i = 0; i < r->n_bounces; i++)
         if ((rv = store_apply_deliver_one(st, &r->bounces[i], NULL)) != APR_SUCCESS) return rv;
-    sqlite3_int64 last_qid = 0;
-    for (int i = 0; i < r->n_qres; i++) {
+    /* The messages touched, each once (results come grouped by message). */
+    sqlite3_int64 *qids = r->n_qres ? malloc(sizeof(*qids) * (apr_size_t)r->n_qres) : NULL;
+    int n_qids = 0;
+    rv = APR_SUCCESS;
+    for (int i = 0; i < r->n_qres && rv == APR_SUCCESS; i++) {
         const store_qresult_t *q = &r->qres[i];
         sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_QRCPT_UPDATE);
-        if (!s) return PR_EIO;
+        if (!s) {
+            rv = PR_EIO;
+            break;
+        }
         sqlite3_bind_int64(s, 1, q->rcpt_id);
         sqlite3_bind_int(s, 2, (int)q->state);
         sqlite3_bind_int(s, 3, q->attempted ? 1 : 0);
@@ -158,32 +165,43 @@ apr_status_t store_apply_qupdate(store_t *st, store_req_t *r)
         sqlite3_int64 qid = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
         sqlite3_reset(s);
         if (rc == SQLITE_DONE) continue; /* deleted meanwhile */
-        if (rc != SQLITE_ROW) return PR_EIO;
-        if (qid == last_qid) continue;
-        /* Is anything of that message still pending? Checked per distinct
-         * message; results come grouped by message. */
-        last_qid = qid;
-        if (!(s = store_conn_stmt(&st->w, SQ_QMSG_PENDING))) return PR_EIO;
-        sqlite3_bind_int64(s, 1, qid);
-        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW) rv = PR_EIO;
+        else if (n_qids == 0 || qids[n_qids - 1] != qid)
+            qids[n_qids++] = qid;
+    }
+    /* Once every outcome is in: a message with nothing pending leaves. */
+    for (int i = 0; i < n_qids && rv == APR_SUCCESS; i++) {
+        sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_QMSG_PENDING);
+        if (!s) {
+            rv = PR_EIO;
+            break;
+        }
+        sqlite3_bind_int64(s, 1, qids[i]);
+        int rc = sqlite3_step(s);
         sqlite3_int64 pending = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
         sqlite3_reset(s);
-        if (pending < 0) return PR_EIO;
-        if (pending == 0 && (rv = store_qmsg_remove(st, qid, NULL)) != APR_SUCCESS) return rv;
+        if (pending < 0)
+            rv = PR_EIO;
+        else if (pending == 0)
+            rv = store_qmsg_remove(st, qids[i], NULL);
     }
-    return APR_SUCCESS;
+    free(qids);
+    return rv;
 }
 
 apr_status_t store_apply_qretry(store_t *st, store_req_t *r)
 {
-    sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_QRETRY);
+    sqlite3_stmt *s = store_conn_stmt(&st->w, r->domain ? SQ_QRETRY_DOMAIN : SQ_QRETRY);
     if (!s) return PR_EIO;
-    sqlite3_bind_int64(s, 1, r->qid);
+    if (r->domain)
+        sqlite3_bind_text(s, 1, r->domain, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_int64(s, 1, r->qid);
     sqlite3_bind_int64(s, 2, apr_time_now());
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE) return PR_EIO;
-    return r->qid && sqlite3_changes(st->w.db) == 0 ? PR_ENOTFOUND : APR_SUCCESS;
+    return r->qid && !r->domain && sqlite3_changes(st->w.db) == 0 ? PR_ENOTFOUND : APR_SUCCESS;
 }
 
 apr_status_t store_apply_qdelete(store_t *st, store_req_t *r)
@@ -218,6 +236,16 @@ apr_status_t store_queue_retry(store_t *st, apr_int64_t id)
     memset(&req, 0, sizeof(req));
     req.kind = STORE_REQ_QRETRY;
     req.qid = id;
+    return store_writer_submit(st, &req);
+}
+
+apr_status_t store_queue_retry_domain(store_t *st, const char *domain)
+{
+    if (!domain || !*domain) return PR_EINVAL;
+    store_req_t req;
+    memset(&req, 0, sizeof(req));
+    req.kind = STORE_REQ_QRETRY;
+    req.domain = domain;
     return store_writer_submit(st, &req);
 }
 

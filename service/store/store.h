@@ -229,6 +229,8 @@ apr_status_t store_queue_update(store_t *st, const store_qresult_t *res, int n,
 /* Admin: make pending recipients due now: of message id, or all (id 0).
  * PR_ENOTFOUND if id names no queued message. */
 apr_status_t store_queue_retry(store_t *st, apr_int64_t id);
+/* ETRN (RFC 1985): make the pending recipients in domain due now. */
+apr_status_t store_queue_retry_domain(store_t *st, const char *domain);
 /* Admin: remove a message from the queue, without a bounce. PR_ENOTFOUND. */
 apr_status_t store_queue_delete(store_t *st, apr_int64_t id);
 

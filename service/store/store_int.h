@@ -50,6 +50,7 @@ typedef enum {
     SQ_QMSG_DELETE,
     SQ_QRCPT_DELETE_MSG,
     SQ_QRETRY,
+    SQ_QRETRY_DOMAIN,
     /* readers */
     SQ_R_BEGIN,
     SQ_R_COMMIT,
@@ -123,7 +124,8 @@ typedef struct store_req_t {
     int n_qres;
     const store_delivery_t *bounces;
     int n_bounces;
-    apr_int64_t qid; /* STORE_REQ_QRETRY, _QDELETE */
+    apr_int64_t qid;    /* STORE_REQ_QRETRY, _QDELETE */
+    const char *domain; /* STORE_REQ_QRETRY: only this domain's recipients */
     apr_status_t status;
     int done;
     store_waiter_t *waiter;

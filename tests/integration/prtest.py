@@ -37,10 +37,20 @@ def wait_port(port, timeout=30.0):
     raise RuntimeError("port %d never opened" % port)
 
 
+def closed_port():
+    """A loopback UDP port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
 class Server:
     """One postroomd with its own data dir, config and ports."""
 
-    def __init__(self, name="t", extra=None, domains="example.test, staff.example.test"):
+    def __init__(self, name="t", extra=None, domains="example.test, staff.example.test",
+                 mx_listen=()):
+        """mx_listen: more "addr:port" endpoints for the MX service, e.g. a
+        remote MX at 127.0.0.2:PORT for outbound tests."""
         os.makedirs(TMP_ROOT, exist_ok=True)
         self.dir = tempfile.mkdtemp(prefix="postroom-%s-" % name, dir=TMP_ROOT)
         self.data_dir = os.path.join(self.dir, "data")
@@ -62,7 +72,7 @@ class Server:
                 "log_level": "debug",
             },
             "smtp": {
-                "listen": "%s:%d" % (HOST, self.smtp_port),
+                "listen": ", ".join(["%s:%d" % (HOST, self.smtp_port)] + list(mx_listen)),
                 "submission": "%s:%d" % (HOST, self.submission_port),
                 "smtps": "%s:%d" % (HOST, self.smtps_port),
                 "relay_networks": "",
@@ -70,6 +80,12 @@ class Server:
             "pop3": {
                 "listen": "%s:%d" % (HOST, self.pop3_port),
                 "pop3s": "%s:%d" % (HOST, self.pop3s_port),
+            },
+            # Tests never leave loopback: DNS goes to a closed loopback port
+            # (every lookup fails at once, mail stays queued) unless a test
+            # starts its own dnsmasq (tests/integration/dnstest.py).
+            "outbound": {
+                "dns_servers": "127.0.0.1:%d" % closed_port(),
             },
         }
         for key, value in (extra or {}).items():

@@ -998,6 +998,18 @@ static void test_queue(void **state)
     assert_int_equal(store_queue_delete(st, m->id), PR_ENOTFOUND);
     assert_int_equal(store_queue_list(r, m->id, &msgs, p), PR_ENOTFOUND);
     assert_int_equal(db_int("SELECT count(*) FROM bodies"), 1);
+
+    /* Every recipient of a message finished in one update: it leaves. */
+    d.n_remote = 2;
+    d.body = make_body(st, "Subject: three\r\n\r\nx\r\n", p);
+    assert_int_equal(store_deliver(st, &d, NULL, p), APR_SUCCESS);
+    assert_int_equal(store_queue_due(r, apr_time_now(), 100, &msgs, p), APR_SUCCESS);
+    q = (store_qrcpt_t *)APR_ARRAY_IDX(msgs, 0, store_qmsg_t *)->rcpts->elts;
+    store_qresult_t both[] = {{q[0].id, STORE_Q_FAILED, 0, "550 no", 1, 0},
+                              {q[1].id, STORE_Q_DELIVERED, 0, "250 ok", 1, 0}};
+    assert_int_equal(store_queue_update(st, both, 2, NULL, 0), APR_SUCCESS);
+    assert_int_equal(db_int("SELECT count(*) FROM queue_msgs"), 0);
+    assert_int_equal(db_int("SELECT count(*) FROM bodies"), 1);
     apr_pool_destroy(p);
 }
 

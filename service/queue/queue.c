@@ -1,0 +1,811 @@
+/* The outbound queue runner (see queue.h). RFC 5321 4.5.4 (retry
+ * strategy: per destination, a schedule, a lifetime), 5.1 (MX hosts in
+ * order, then the next on failure), 6.1 (reliable delivery: the queue is
+ * updated only after the peer's reply); RFC 3461/3464 (DSNs).
+ *
+ * One scheduler thread reads due recipients from the store and turns them
+ * into jobs: one message and the recipients it has at one destination.
+ * Jobs wait in a FIFO per destination; max_connections worker threads take
+ * them, at most max_connections_per_destination per destination, and keep
+ * the connection open for the next job to the same destination. Recipients
+ * under way are remembered (in memory only: after a restart every pending
+ * recipient is simply due again), so the scheduler never hands one out
+ * twice. */
+#include "service/queue/queue.h"
+#include "service/core/log.h"
+#include "service/core/status.h"
+#include "service/core/tls.h"
+#include "service/queue/bounce.h"
+#include "service/queue/mx.h"
+#include "service/smtp/smtp_client.h"
+
+#include <apr_file_io.h>
+#include <apr_hash.h>
+#include <apr_strings.h>
+#include <apr_thread_cond.h>
+#include <apr_thread_mutex.h>
+#include <apr_thread_proc.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define QUEUE_BODY_CHUNK 65536
+#define QUEUE_SMARTHOST_KEY "" /* the one destination when relaying */
+
+typedef struct queue_job_t {
+    struct queue_job_t *next;
+    apr_pool_t *pool; /* the job's own; destroyed when it is done */
+    const char *dest; /* destination key: the domain, or QUEUE_SMARTHOST_KEY */
+    store_qmsg_t *msg; /* with this job's recipients only */
+} queue_job_t;
+
+typedef struct queue_dest_t {
+    queue_job_t *head, *tail;
+    int active; /* workers delivering to it */
+} queue_dest_t;
+
+struct queue_t {
+    const pr_config_t *cfg;
+    store_t *store;
+    dir_t *dir;
+    apr_pool_t *pool;
+    mx_resolver_t *mx;
+    pr_tls_ctx_t *tls_mx, *tls_relay;
+    const char *relay_password;
+
+    apr_thread_mutex_t *mu;
+    apr_thread_cond_t *work;  /* workers wait for jobs */
+    apr_thread_cond_t *wake;  /* the scheduler waits for a kick */
+    apr_hash_t *dests;        /* key -> queue_dest_t* (malloc'ed, with their keys) */
+    apr_hash_t *inflight;     /* recipient id (malloc'ed apr_int64_t) -> itself */
+    int kicked, stopping;
+    apr_thread_t *scheduler;
+    apr_thread_t **workers;
+    int n_workers;
+    queue_stats_t stats;
+};
+
+/* ---- destinations and jobs (under q->mu) */
+
+static queue_dest_t *queue_dest(queue_t *q, const char *key, int create)
+{
+    queue_dest_t *d = apr_hash_get(q->dests, key, APR_HASH_KEY_STRING);
+    if (d || !create) return d;
+    d = calloc(1, sizeof(*d));
+    char *k = strdup(key);
+    if (!d || !k) abort(); /* out of memory is fatal (DESIGN.md) */
+    apr_hash_set(q->dests, k, APR_HASH_KEY_STRING, d);
+    return d;
+}
+
+/* Forget a destination nobody uses. */
+static void queue_dest_gc(queue_t *q, const char *key)
+{
+    queue_dest_t *d = queue_dest(q, key, 0);
+    if (!d || d->head || d->active) return;
+    apr_hash_index_t *hi = apr_hash_first(NULL, q->dests);
+    for (; hi; hi = apr_hash_next(hi)) {
+        if (apr_hash_this_val(hi) != d) continue;
+        void *k = (void *)apr_hash_this_key(hi);
+        apr_hash_set(q->dests, k, APR_HASH_KEY_STRING, NULL);
+        free(k);
+        free(d);
+        return;
+    }
+}
+
+static queue_job_t *queue_pop(queue_dest_t *d)
+{
+    queue_job_t *j = d->head;
+    if (j) {
+        d->head = j->next;
+        if (!d->head) d->tail = NULL;
+        j->next = NULL;
+    }
+    return j;
+}
+
+static void queue_inflight_drop(queue_t *q, const store_qmsg_t *m)
+{
+    for (int i = 0; i < m->rcpts->nelts; i++) {
+        apr_int64_t id = APR_ARRAY_IDX(m->rcpts, i, store_qrcpt_t).id;
+        apr_int64_t *k = apr_hash_get(q->inflight, &id, sizeof(id));
+        if (!k) continue;
+        apr_hash_set(q->inflight, k, sizeof(*k), NULL);
+        free(k);
+    }
+}
+
+/* ---- outcomes */
+
+static const char *queue_domain(const char *address)
+{
+    const char *at = strrchr(address, '@');
+    return at ? at + 1 : address;
+}
+
+/* Does the sender want a report of this kind (RFC 3461 4.1)? Without
+ * NOTIFY: failures and delays. Never for the null sender. */
+static int queue_wants(const store_qmsg_t *m, const store_qrcpt_t *r, unsigned kind)
+{
+    if (!*m->sender) return 0;
+    if (r->dsn.notify == 0) return kind != STORE_NOTIFY_SUCCESS;
+    return (r->dsn.notify & kind) != 0;
+}
+
+/* The outcome of one recipient's attempt, as an SMTP reply. */
+typedef struct queue_outcome_t {
+    int code; /* 2xx, 4xx, 5xx */
+    const char *reply;
+    const char *remote_mta; /* NULL: decided here */
+    int relayed;            /* 2xx to a peer that does not take DSN requests */
+} queue_outcome_t;
+
+/* Where a report to sender goes: the bounce delivery for it (sender "",
+ * local mailboxes and remote addresses). PR_ENOTFOUND: nowhere (an unknown
+ * local address); PR_ETEMPFAIL. */
+static apr_status_t queue_dsn_route(queue_t *q, const char *sender, store_delivery_t *d,
+                                    apr_pool_t *pool)
+{
+    const char *norm = dir_address_normalize(sender, pool);
+    if (!norm) return PR_ENOTFOUND;
+    apr_status_t st = dir_domain_is_local(q->dir, queue_domain(norm));
+    if (st == PR_ENOTFOUND) {
+        const char **remote = apr_palloc(pool, sizeof(*remote));
+        remote[0] = sender;
+        d->n_remote = 1;
+        d->remote = remote;
+        return APR_SUCCESS;
+    }
+    if (st != APR_SUCCESS) return st;
+    dir_result_t *r;
+    if ((st = dir_resolve(q->dir, norm, &r, pool)) != APR_SUCCESS) return st;
+    store_local_rcpt_t *local =
+        apr_pcalloc(pool, sizeof(*local) * (apr_size_t)(r->mailboxes->nelts + 1));
+    static const char prefix[] = "Return-Path: <>\r\n";
+    for (int i = 0; i < r->mailboxes->nelts; i++) {
+        local[i].user = APR_ARRAY_IDX(r->mailboxes, i, const char *);
+        local[i].prefix = prefix;
+        local[i].prefix_len = sizeof(prefix) - 1;
+    }
+    d->n_local = r->mailboxes->nelts;
+    d->local = local;
+    d->n_remote = r->external->nelts;
+    d->remote = (const char *const *)r->external->elts;
+    return d->n_local + d->n_remote ? APR_SUCCESS : PR_ENOTFOUND;
+}
+
+/* Record what happened to each recipient of job, with the report the
+ * sender asked for, in one store transaction. */
+static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *out,
+                         store_reader_t *reader)
+{
+    const pr_config_t *cfg = q->cfg;
+    store_qmsg_t *m = job->msg;
+    apr_pool_t *pool = job->pool;
+    apr_time_t now = apr_time_now();
+    int n = m->rcpts->nelts;
+    store_qresult_t *res = apr_pcalloc(pool, sizeof(*res) * (apr_size_t)n);
+    bounce_rcpt_t *rep = apr_pcalloc(pool, sizeof(*rep) * (apr_size_t)n);
+    int n_rep = 0, delivered = 0, deferred = 0, failed = 0;
+
+    for (int i = 0; i < n; i++) {
+        store_qrcpt_t *r = &APR_ARRAY_IDX(m->rcpts, i, store_qrcpt_t);
+        const queue_outcome_t *o = &out[i];
+        store_qresult_t *x = &res[i];
+        x->rcpt_id = r->id;
+        x->reply = o->reply;
+        x->attempted = 1;
+        x->warned = r->warned;
+        bounce_action_e action = BOUNCE_FAILED;
+        unsigned kind = 0;
+        if (o->code >= 200 && o->code < 300) {
+            x->state = STORE_Q_DELIVERED;
+            delivered++;
+            if (o->relayed) {
+                kind = STORE_NOTIFY_SUCCESS;
+                action = BOUNCE_RELAYED;
+            }
+        } else if (o->code >= 500 || now - m->created >= cfg->outbound.max_queue_lifetime) {
+            x->state = STORE_Q_FAILED;
+            failed++;
+            kind = STORE_NOTIFY_FAILURE;
+            if (o->code < 500)
+                x->reply = apr_pstrcat(pool, o->reply, " (gave up: in the queue longer than ",
+                                       "max_queue_lifetime)", NULL);
+        } else {
+            x->state = STORE_Q_PENDING;
+            deferred++;
+            int k = r->attempts < cfg->outbound.retry_schedule.n
+                        ? r->attempts
+                        : cfg->outbound.retry_schedule.n - 1;
+            x->next_attempt = now + cfg->outbound.retry_schedule.v[k];
+            if (!r->warned && cfg->outbound.delay_warning_time > 0 &&
+                now - m->created >= cfg->outbound.delay_warning_time) {
+                x->warned = 1;
+                kind = STORE_NOTIFY_DELAY;
+                action = BOUNCE_DELAYED;
+            }
+        }
+        if (kind && queue_wants(m, r, kind)) {
+            bounce_rcpt_t *b = &rep[n_rep++];
+            b->address = r->address;
+            b->orcpt = r->dsn.orcpt;
+            b->action = action;
+            b->reply = x->reply;
+            b->remote_mta = o->remote_mta;
+            b->last_attempt = now;
+        }
+        pr_log_info(NULL, "queue %" APR_INT64_T_FMT ": <%s> %s%s%s: %s", m->id, r->address,
+                    x->state == STORE_Q_DELIVERED ? "delivered"
+                    : x->state == STORE_Q_FAILED  ? "failed"
+                                                  : "deferred",
+                    o->remote_mta ? " via " : "", o->remote_mta ? o->remote_mta : "", x->reply);
+    }
+
+    /* The report, delivered in the same transaction as the outcomes. */
+    store_delivery_t dsn = {0};
+    int n_dsn = 0;
+    if (n_rep) {
+        apr_status_t st = queue_dsn_route(q, m->sender, &dsn, pool);
+        store_stream_t *orig = NULL;
+        if (st == APR_SUCCESS) {
+            bounce_t b = {0};
+            b.reporting_mta = cfg->server.hostname;
+            b.sender = m->sender;
+            b.envid = *m->envid ? m->envid : NULL;
+            b.arrival = m->created;
+            b.retry_until = m->created + cfg->outbound.max_queue_lifetime;
+            b.ret = m->ret;
+            b.n = n_rep;
+            b.rcpts = rep;
+            if ((st = store_body_create(&dsn.body, q->store, pool)) == APR_SUCCESS &&
+                (st = store_queue_open(&orig, reader, m->id, pool)) == APR_SUCCESS)
+                st = bounce_write(dsn.body, &b, orig, pool);
+            dsn.sender = "";
+            n_dsn = st == APR_SUCCESS;
+        }
+        if (st == PR_ENOTFOUND) {
+            pr_log_warn(NULL, "queue %" APR_INT64_T_FMT ": no report: <%s> is unknown here", m->id,
+                        m->sender);
+        } else if (st != APR_SUCCESS) {
+            /* Not now: keep failed recipients pending, so the report is
+             * made on the next attempt instead of being lost. */
+            pr_log_warn(NULL, "queue %" APR_INT64_T_FMT ": report to <%s> postponed", m->id,
+                        m->sender);
+            for (int i = 0; i < n; i++) {
+                if (res[i].state != STORE_Q_FAILED) continue;
+                res[i].state = STORE_Q_PENDING;
+                res[i].next_attempt = now + cfg->outbound.retry_schedule.v[0];
+                failed--;
+                deferred++;
+            }
+        }
+    }
+    apr_status_t st = store_queue_update(q->store, res, n, n_dsn ? &dsn : NULL, n_dsn);
+    if (st != APR_SUCCESS)
+        pr_log_error(NULL, "queue %" APR_INT64_T_FMT ": cannot record the outcome; it will be "
+                           "tried again",
+                     m->id);
+    apr_thread_mutex_lock(q->mu);
+    if (st == APR_SUCCESS) {
+        q->stats.delivered += (apr_uint64_t)delivered;
+        q->stats.deferred += (apr_uint64_t)deferred;
+        q->stats.failed += (apr_uint64_t)failed;
+        q->stats.dsns += (apr_uint64_t)n_dsn;
+    }
+    apr_thread_mutex_unlock(q->mu);
+}
+
+/* Every recipient of job gets the same outcome (no connection, DNS). */
+static void queue_record_all(queue_t *q, queue_job_t *job, int code, const char *reply,
+                             const char *remote_mta, store_reader_t *reader)
+{
+    int n = job->msg->rcpts->nelts;
+    queue_outcome_t *out = apr_pcalloc(job->pool, sizeof(*out) * (apr_size_t)n);
+    for (int i = 0; i < n; i++) {
+        out[i].code = code;
+        out[i].reply = reply;
+        out[i].remote_mta = remote_mta;
+    }
+    queue_record(q, job, out, reader);
+}
+
+static const char *queue_result_text(const smtp_result_t *r, apr_pool_t *pool)
+{
+    return apr_psprintf(pool, "%d%s%s %s", r->code, *r->enhanced ? " " : "", r->enhanced, r->text);
+}
+
+/* ---- one SMTP transaction */
+
+typedef struct queue_body_t {
+    store_stream_t *s;
+    char buf[QUEUE_BODY_CHUNK];
+} queue_body_t;
+
+static apr_status_t queue_body_read(void *ctx, const char **data_r, apr_size_t *len_r)
+{
+    queue_body_t *b = ctx;
+    apr_size_t n = sizeof(b->buf);
+    apr_status_t st = store_stream_read(b->s, b->buf, &n);
+    if (st != APR_SUCCESS) return st;
+    if (n == 0) return APR_EOF;
+    *data_r = b->buf;
+    *len_r = n;
+    return APR_SUCCESS;
+}
+
+/* Send job over cl and record the outcome. */
+static void queue_send(queue_t *q, smtp_client_t *cl, const char *host, queue_job_t *job,
+                       store_reader_t *reader)
+{
+    store_qmsg_t *m = job->msg;
+    apr_pool_t *pool = job->pool;
+    int n = m->rcpts->nelts;
+    smtp_rcpt_t *rc = apr_pcalloc(pool, sizeof(*rc) * (apr_size_t)n);
+    for (int i = 0; i < n; i++) {
+        const store_qrcpt_t *r = &APR_ARRAY_IDX(m->rcpts, i, store_qrcpt_t);
+        rc[i].address = r->address;
+        rc[i].orcpt = r->dsn.orcpt;
+        unsigned nt = r->dsn.notify;
+        rc[i].notify = (nt & STORE_NOTIFY_NEVER ? SMTP_NOTIFY_NEVER : 0) |
+                       (nt & STORE_NOTIFY_SUCCESS ? SMTP_NOTIFY_SUCCESS : 0) |
+                       (nt & STORE_NOTIFY_FAILURE ? SMTP_NOTIFY_FAILURE : 0) |
+                       (nt & STORE_NOTIFY_DELAY ? SMTP_NOTIFY_DELAY : 0);
+    }
+    smtp_envelope_t env = {0};
+    env.sender = m->sender;
+    env.rcpts = rc;
+    env.nrcpts = n;
+    env.ret = m->ret == STORE_RET_FULL ? SMTP_RET_FULL
+              : m->ret == STORE_RET_HDRS ? SMTP_RET_HDRS
+                                         : SMTP_RET_UNSET;
+    env.envid = *m->envid ? m->envid : NULL;
+    env.size = m->size;
+    env.body_8bit = (m->body_flags & STORE_BODY_8BIT) != 0;
+    env.smtputf8 = (m->body_flags & STORE_BODY_SMTPUTF8) != 0;
+
+    queue_body_t *body = apr_palloc(pool, sizeof(*body));
+    apr_status_t st = store_queue_open(&body->s, reader, m->id, pool);
+    if (st != APR_SUCCESS) { /* deleted by an admin meanwhile */
+        pr_log_info(NULL, "queue %" APR_INT64_T_FMT ": gone from the queue", m->id);
+        return;
+    }
+    smtp_send_result_t res;
+    smtp_client_send(cl, &env, queue_body_read, body, &res, pool);
+    int peer_dsn = (smtp_client_caps(cl)->ext & SMTP_EXT_DSN) != 0;
+    queue_outcome_t *out = apr_pcalloc(pool, sizeof(*out) * (apr_size_t)n);
+    for (int i = 0; i < n; i++) {
+        const smtp_result_t *r = i < res.nrcpts ? &res.rcpts[i] : &res.message;
+        out[i].code = r->code;
+        out[i].reply = queue_result_text(r, pool);
+        out[i].remote_mta = r->remote ? host : NULL;
+        out[i].relayed = !peer_dsn;
+    }
+    queue_record(q, job, out, reader);
+}
+
+/* ---- a worker */
+
+/* Take the next job for destination key if another may start there. */
+static queue_job_t *queue_take(queue_t *q, const char *key)
+{
+    queue_dest_t *d = queue_dest(q, key, 0);
+    return d ? queue_pop(d) : NULL;
+}
+
+/* The job is finished: its recipients are free again, its memory goes. */
+static void queue_job_done(queue_t *q, queue_job_t *job)
+{
+    apr_thread_mutex_lock(q->mu);
+    queue_inflight_drop(q, job->msg);
+    q->kicked = 1; /* retries may be due at once (a schedule of seconds) */
+    apr_thread_cond_signal(q->wake);
+    apr_thread_mutex_unlock(q->mu);
+    apr_pool_destroy(job->pool);
+}
+
+typedef struct queue_host_t {
+    const char *name;
+    apr_array_header_t *addrs; /* const char* */
+} queue_host_t;
+
+/* Deliver job, then any further jobs for its destination over the same
+ * connection. */
+static void queue_deliver(queue_t *q, queue_job_t *job)
+{
+    const pr_config_t *cfg = q->cfg;
+    const char *key = job->dest;
+    int relay = *cfg->outbound.smarthost != '\0';
+    apr_pool_t *pool; /* the connection's: outlives the jobs it carries */
+    apr_pool_create(&pool, NULL);
+    store_reader_t *reader;
+    if (store_reader_open(&reader, q->store, pool) != APR_SUCCESS) {
+        queue_record_all(q, job, 451, "451 4.3.0 Mail store unavailable", NULL, NULL);
+        queue_job_done(q, job);
+        apr_pool_destroy(pool);
+        return;
+    }
+
+    /* Where to: the relay, or the domain's MX hosts (RFC 5321 5.1). */
+    apr_array_header_t *hosts = apr_array_make(pool, 4, sizeof(queue_host_t));
+    apr_port_t port = (apr_port_t)(relay ? cfg->outbound.smarthost_port : cfg->outbound.port);
+    if (relay) {
+        queue_host_t *h = apr_array_push(hosts);
+        h->name = cfg->outbound.smarthost;
+        h->addrs = apr_array_make(pool, 1, sizeof(const char *));
+        APR_ARRAY_PUSH(h->addrs, const char *) = cfg->outbound.smarthost;
+    } else {
+        mx_route_t *route;
+        apr_status_t st = mx_resolve(q->mx, key, &route, pool);
+        const char *fail = NULL;
+        int code = 451;
+        if (st == PR_ENOTFOUND) {
+            code = 550;
+            fail = apr_psprintf(pool, "550 5.1.2 Domain %s not found (no MX or address)", key);
+        } else if (st == PR_ENULLMX) {
+            code = 556;
+            fail = apr_psprintf(pool, "556 5.1.10 Domain %s accepts no mail (null MX)", key);
+        } else if (st == PR_EINVAL) {
+            code = 553;
+            fail = apr_psprintf(pool, "553 5.1.2 Bad destination domain %s", key);
+        } else if (st != APR_SUCCESS) {
+            fail = apr_psprintf(pool, "451 4.4.3 DNS lookup for %s failed; will retry", key);
+        }
+        if (fail) {
+            queue_record_all(q, job, code, fail, NULL, reader);
+            queue_job_done(q, job);
+            apr_pool_destroy(pool);
+            return;
+        }
+        for (int i = 0; i < route->hosts->nelts; i++) {
+            const mx_host_t *mh = APR_ARRAY_IDX(route->hosts, i, mx_host_t *);
+            queue_host_t *h = apr_array_push(hosts);
+            h->name = mh->name;
+            h->addrs = mh->addrs;
+        }
+    }
+
+    smtp_client_opts_t opts = {0};
+    opts.helo = cfg->server.hostname;
+    opts.connect_timeout = cfg->outbound.connect_timeout;
+    opts.command_timeout = cfg->outbound.command_timeout;
+    if (relay) {
+        opts.tls = cfg->outbound.smarthost_tls == PR_SMARTHOST_IMPLICIT ? SMTP_TLS_IMPLICIT
+                   : cfg->outbound.smarthost_tls == PR_SMARTHOST_NONE   ? SMTP_TLS_NONE
+                                                                        : SMTP_TLS_ENCRYPT;
+        opts.tls_ctx = q->tls_relay;
+        opts.auth_user = cfg->outbound.smarthost_auth_user;
+        opts.auth_password = q->relay_password;
+    } else {
+        opts.tls = cfg->outbound.outbound_tls == PR_OUTBOUND_TLS_ENCRYPT ? SMTP_TLS_ENCRYPT
+                                                                        : SMTP_TLS_MAY;
+        opts.tls_ctx = q->tls_mx;
+    }
+
+    /* The first host and address that takes a session. */
+    smtp_client_t *cl = NULL;
+    const char *host = NULL, *last = "451 4.4.1 No MX host answered";
+    for (int i = 0; i < hosts->nelts && !cl; i++) {
+        const queue_host_t *h = &APR_ARRAY_IDX(hosts, i, queue_host_t);
+        for (int k = 0; k < h->addrs->nelts && !cl; k++) {
+            const char *addr = APR_ARRAY_IDX(h->addrs, k, const char *);
+            smtp_result_t err;
+            apr_status_t st = smtp_client_connect(&cl, addr, port, h->name, &opts, &err, pool);
+            if (st == APR_SUCCESS) {
+                host = apr_psprintf(pool, "%s[%s]", h->name, addr);
+                apr_thread_mutex_lock(q->mu);
+                q->stats.connections++;
+                apr_thread_mutex_unlock(q->mu);
+                break;
+            }
+            cl = NULL;
+            /* A 5xx from a relay that refuses our login or TLS is an
+             * error of ours to fix, not the message's: retry, never
+             * bounce on a session failure. */
+            last = apr_psprintf(pool, "451 4.4.1 %s[%s]: %d %s", h->name, addr,
+                                err.code ? err.code : 421, err.text ? err.text : "no session");
+            pr_log_info(NULL, "queue: %s[%s]:%u: %s", h->name, addr, (unsigned)port, last);
+        }
+    }
+    if (!cl) {
+        queue_record_all(q, job, 451, last, NULL, reader);
+        queue_job_done(q, job);
+        apr_pool_destroy(pool);
+        return;
+    }
+
+    while (job) {
+        queue_send(q, cl, host, job, reader);
+        queue_job_done(q, job);
+        job = NULL;
+        if (!smtp_client_usable(cl)) break;
+        apr_thread_mutex_lock(q->mu);
+        if (!q->stopping) job = queue_take(q, key);
+        apr_thread_mutex_unlock(q->mu);
+        if (job && smtp_client_reset(cl) != APR_SUCCESS) {
+            /* The session broke between messages: put the job back. */
+            apr_thread_mutex_lock(q->mu);
+            queue_dest_t *d = queue_dest(q, key, 1);
+            job->next = d->head;
+            d->head = job;
+            if (!d->tail) d->tail = job;
+            apr_thread_cond_signal(q->work);
+            apr_thread_mutex_unlock(q->mu);
+            job = NULL;
+        }
+    }
+    smtp_client_quit(cl);
+    apr_pool_destroy(pool);
+}
+
+static void *APR_THREAD_FUNC queue_worker_main(apr_thread_t *t, void *data)
+{
+    queue_t *q = data;
+    const int per_dest = q->cfg->outbound.max_connections_per_destination;
+    apr_thread_mutex_lock(q->mu);
+    while (!q->stopping) {
+        queue_job_t *job = NULL;
+        for (apr_hash_index_t *hi = apr_hash_first(NULL, q->dests); hi && !job;
+             hi = apr_hash_next(hi)) {
+            queue_dest_t *d = apr_hash_this_val(hi);
+            if (d->head && d->active < per_dest) {
+                job = queue_pop(d);
+                d->active++;
+                q->stats.active++;
+            }
+        }
+        if (!job) {
+            apr_thread_cond_wait(q->work, q->mu);
+            continue;
+        }
+        apr_thread_mutex_unlock(q->mu);
+        char keybuf[256]; /* the job and its key go with queue_deliver */
+        apr_cpystrn(keybuf, job->dest, sizeof(keybuf));
+        queue_deliver(q, job);
+        apr_thread_mutex_lock(q->mu);
+        queue_dest_t *d = queue_dest(q, keybuf, 0);
+        if (d) d->active--;
+        q->stats.active--;
+        queue_dest_gc(q, keybuf);
+    }
+    apr_thread_mutex_unlock(q->mu);
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+/* ---- the scheduler */
+
+/* A job for recipients rcpts (indexes into m->rcpts) of m at dest. */
+static queue_job_t *queue_job_make(const store_qmsg_t *m, const char *dest)
+{
+    apr_pool_t *pool;
+    apr_pool_create(&pool, NULL);
+    queue_job_t *j = apr_pcalloc(pool, sizeof(*j));
+    j->pool = pool;
+    j->dest = apr_pstrdup(pool, dest);
+    store_qmsg_t *c = apr_pmemdup(pool, m, sizeof(*m));
+    c->sender = apr_pstrdup(pool, m->sender);
+    c->envid = apr_pstrdup(pool, m->envid);
+    c->rcpts = apr_array_make(pool, 2, sizeof(store_qrcpt_t));
+    j->msg = c;
+    return j;
+}
+
+static void queue_job_add_rcpt(queue_job_t *j, const store_qrcpt_t *r)
+{
+    store_qrcpt_t *c = apr_array_push(j->msg->rcpts);
+    *c = *r;
+    c->address = apr_pstrdup(j->pool, r->address);
+    c->last_reply = apr_pstrdup(j->pool, r->last_reply);
+    c->dsn.orcpt = r->dsn.orcpt ? apr_pstrdup(j->pool, r->dsn.orcpt) : NULL;
+}
+
+/* Turn due recipients into jobs. Under q->mu. The number of jobs made. */
+static int queue_plan(queue_t *q, apr_array_header_t *msgs, apr_pool_t *pool)
+{
+    int relay = *q->cfg->outbound.smarthost != '\0', made = 0;
+    for (int i = 0; i < msgs->nelts; i++) {
+        const store_qmsg_t *m = APR_ARRAY_IDX(msgs, i, store_qmsg_t *);
+        apr_hash_t *by_dest = apr_hash_make(pool);
+        apr_array_header_t *order = apr_array_make(pool, 2, sizeof(queue_job_t *));
+        for (int k = 0; k < m->rcpts->nelts; k++) {
+            const store_qrcpt_t *r = &APR_ARRAY_IDX(m->rcpts, k, store_qrcpt_t);
+            if (apr_hash_get(q->inflight, &r->id, sizeof(r->id))) continue;
+            const char *dest = relay ? QUEUE_SMARTHOST_KEY : queue_domain(r->address);
+            queue_job_t *j = apr_hash_get(by_dest, dest, APR_HASH_KEY_STRING);
+            if (!j) {
+                j = queue_job_make(m, dest);
+                apr_hash_set(by_dest, j->dest, APR_HASH_KEY_STRING, j);
+                APR_ARRAY_PUSH(order, queue_job_t *) = j;
+            }
+            queue_job_add_rcpt(j, r);
+            apr_int64_t *key = malloc(sizeof(*key));
+            if (!key) abort();
+            *key = r->id;
+            apr_hash_set(q->inflight, key, sizeof(*key), key);
+        }
+        for (int k = 0; k < order->nelts; k++) {
+            queue_job_t *j = APR_ARRAY_IDX(order, k, queue_job_t *);
+            queue_dest_t *d = queue_dest(q, j->dest, 1);
+            if (d->tail)
+                d->tail->next = j;
+            else
+                d->head = j;
+            d->tail = j;
+            made++;
+        }
+    }
+    return made;
+}
+
+static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
+{
+    queue_t *q = data;
+    apr_pool_t *pool, *pass;
+    apr_pool_create(&pool, NULL);
+    apr_pool_create(&pass, pool);
+    store_reader_t *reader = NULL;
+    apr_time_t next = 0; /* when something is due, as last seen */
+
+    apr_thread_mutex_lock(q->mu);
+    while (!q->stopping) {
+        apr_time_t now = apr_time_now();
+        if (!q->kicked && (next == 0 || next > now)) {
+            apr_interval_time_t wait = QUEUE_POLL_INTERVAL;
+            if (next && next - now < wait) wait = next - now;
+            apr_thread_cond_timedwait(q->wake, q->mu, wait);
+            if (q->stopping) break;
+        }
+        q->kicked = 0;
+        apr_thread_mutex_unlock(q->mu);
+
+        apr_pool_clear(pass);
+        apr_array_header_t *msgs = NULL;
+        apr_status_t st = reader ? APR_SUCCESS : store_reader_open(&reader, q->store, pool);
+        now = apr_time_now();
+        if (st == APR_SUCCESS) st = store_queue_due(reader, now, QUEUE_BATCH_MAX, &msgs, pass);
+        if (st == APR_SUCCESS) st = store_queue_next(reader, &next);
+        if (st != APR_SUCCESS) {
+            pr_log_warn(NULL, "queue: cannot read the queue; trying again");
+            next = now + QUEUE_POLL_INTERVAL;
+        }
+
+        apr_thread_mutex_lock(q->mu);
+        if (msgs && queue_plan(q, msgs, pass) > 0) apr_thread_cond_broadcast(q->work);
+        /* What is due but under way now comes back with a kick when done. */
+        if (next && next <= apr_time_now()) next = apr_time_now() + QUEUE_POLL_INTERVAL;
+    }
+    apr_thread_mutex_unlock(q->mu);
+    apr_pool_destroy(pool);
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+/* ---- the face */
+
+static apr_status_t queue_read_secret(const char *path, const char **secret_r, apr_pool_t *pool)
+{
+    char *text;
+    apr_file_t *f;
+    apr_finfo_t fi;
+    apr_status_t st = apr_file_open(&f, path, APR_FOPEN_READ, 0, pool);
+    if (st != APR_SUCCESS) return st;
+    if ((st = apr_file_info_get(&fi, APR_FINFO_SIZE, f)) == APR_SUCCESS && fi.size > 4096)
+        st = PR_ETOOBIG;
+    apr_size_t n = st == APR_SUCCESS ? (apr_size_t)fi.size : 0;
+    text = apr_pcalloc(pool, n + 1);
+    if (st == APR_SUCCESS && n) st = apr_file_read_full(f, text, n, &n);
+    apr_file_close(f);
+    if (st != APR_SUCCESS) return st;
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+        text[--n] = '\0';
+    *secret_r = text;
+    return APR_SUCCESS;
+}
+
+apr_status_t queue_create(queue_t **q_r, const pr_config_t *cfg, store_t *store, dir_t *dir,
+                          const char **err_r, apr_pool_t *pool)
+{
+    queue_t *q = apr_pcalloc(pool, sizeof(*q));
+    apr_status_t st;
+    q->cfg = cfg;
+    q->store = store;
+    q->dir = dir;
+    q->pool = pool;
+    q->dests = apr_hash_make(pool);
+    q->inflight = apr_hash_make(pool);
+    if ((st = apr_thread_mutex_create(&q->mu, APR_THREAD_MUTEX_DEFAULT, pool)) != APR_SUCCESS ||
+        (st = apr_thread_cond_create(&q->work, pool)) != APR_SUCCESS ||
+        (st = apr_thread_cond_create(&q->wake, pool)) != APR_SUCCESS) {
+        *err_r = "cannot create the queue's locks";
+        return st;
+    }
+    if ((st = mx_resolver_create(&q->mx, &cfg->outbound.dns_servers, cfg->outbound.connect_timeout,
+                                 pool)) != APR_SUCCESS) {
+        *err_r = "cannot set up the DNS resolver ([outbound] dns_servers)";
+        return st;
+    }
+    pr_tls_client_opts_t mx_opts = {0}, relay_opts = {0};
+    relay_opts.verify = 1;
+    relay_opts.ca_file = cfg->outbound.smarthost_ca_file;
+    const char *why = NULL;
+    if ((st = pr_tls_client_ctx_create(&q->tls_mx, &mx_opts, &why, pool)) != APR_SUCCESS ||
+        (*cfg->outbound.smarthost &&
+         (st = pr_tls_client_ctx_create(&q->tls_relay, &relay_opts, &why, pool)) != APR_SUCCESS)) {
+        *err_r = apr_psprintf(pool, "outbound TLS: %s", why ? why : "cannot create a context");
+        return st;
+    }
+    if (*cfg->outbound.smarthost_password_file) {
+        st = queue_read_secret(cfg->outbound.smarthost_password_file, &q->relay_password, pool);
+        if (st != APR_SUCCESS) {
+            char buf[120];
+            *err_r = apr_psprintf(pool, "cannot read [outbound] smarthost_password_file %s: %s",
+                                  cfg->outbound.smarthost_password_file,
+                                  pr_strerror(st, buf, sizeof(buf)));
+            return st;
+        }
+    }
+    *q_r = q;
+    return APR_SUCCESS;
+}
+
+apr_status_t queue_start(queue_t *q)
+{
+    apr_status_t st;
+    q->n_workers = q->cfg->outbound.max_connections;
+    q->workers = apr_pcalloc(q->pool, sizeof(*q->workers) * (apr_size_t)q->n_workers);
+    for (int i = 0; i < q->n_workers; i++)
+        if ((st = apr_thread_create(&q->workers[i], NULL, queue_worker_main, q, q->pool)) !=
+            APR_SUCCESS)
+            return st;
+    return apr_thread_create(&q->scheduler, NULL, queue_scheduler_main, q, q->pool);
+}
+
+void queue_kick(queue_t *q, const char *domain)
+{
+    if (domain && store_queue_retry_domain(q->store, domain) != APR_SUCCESS)
+        pr_log_warn(NULL, "queue: cannot make %s's mail due", domain);
+    apr_thread_mutex_lock(q->mu);
+    q->kicked = 1;
+    apr_thread_cond_signal(q->wake);
+    apr_thread_mutex_unlock(q->mu);
+}
+
+void queue_stop(queue_t *q)
+{
+    apr_status_t rv;
+    apr_thread_mutex_lock(q->mu);
+    q->stopping = 1;
+    apr_thread_cond_broadcast(q->work);
+    apr_thread_cond_broadcast(q->wake);
+    apr_thread_mutex_unlock(q->mu);
+    if (q->scheduler) apr_thread_join(&rv, q->scheduler);
+    for (int i = 0; i < q->n_workers; i++)
+        if (q->workers[i]) apr_thread_join(&rv, q->workers[i]);
+    q->scheduler = NULL;
+    q->n_workers = 0;
+    /* Jobs never started: their recipients stay pending in the store. */
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, q->dests); hi;) {
+        void *k = (void *)apr_hash_this_key(hi);
+        queue_dest_t *d = apr_hash_this_val(hi);
+        hi = apr_hash_next(hi);
+        for (queue_job_t *j; (j = queue_pop(d));)
+            apr_pool_destroy(j->pool);
+        apr_hash_set(q->dests, k, APR_HASH_KEY_STRING, NULL);
+        free(k);
+        free(d);
+    }
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, q->inflight); hi;) {
+        void *k = (void *)apr_hash_this_key(hi);
+        hi = apr_hash_next(hi);
+        apr_hash_set(q->inflight, k, sizeof(apr_int64_t), NULL);
+        free(k);
+    }
+}
+
+void queue_stats(queue_t *q, queue_stats_t *out)
+{
+    apr_thread_mutex_lock(q->mu);
+    *out = q->stats;
+    apr_thread_mutex_unlock(q->mu);
+}

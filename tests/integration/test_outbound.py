@@ -1,0 +1,312 @@
+"""Outbound delivery (issue 5) with real parts on loopback only: a dnsmasq
+(tests/integration/dnstest.py) answers MX, A and null-MX records for test
+domains whose MX hosts are other postroomd instances listening on 127.0.0.2
+and 127.0.0.3; the postroomd under test relays mail from its relay network
+to them. Cases: delivery via MX, the primary MX refusing connections (the
+secondary takes it), one message for two domains split per destination, a
+4xx (the remote user over quota) then success on a retry, a 5xx giving a
+DSN (RFC 3464) in the local sender's mailbox, null MX and NXDOMAIN bounces,
+expiry after max_queue_lifetime, a bounce that cannot be delivered making
+no further bounce, a smarthost with STARTTLS and AUTH, and SIGKILL during
+queue runs (after a restart every recipient arrives)."""
+import email
+import email.policy
+import os
+import poplib
+import socket
+import sqlite3
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import prtest  # noqa: E402
+from dnstest import Dnsmasq  # noqa: E402
+from prtest import HOST, Server  # noqa: E402
+
+ALICE, ALICE_PW = "alice@example.test", "alice-Secret-1"
+
+
+def free_port_on(*hosts):
+    """A TCP port free on every one of hosts."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = s.getsockname()[1]
+        ok = True
+        for h in hosts[1:]:
+            with socket.socket() as s:
+                try:
+                    s.bind((h, port))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
+    raise RuntimeError("no common free port")
+
+
+def wait_for(what, cond, timeout=30.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def stored_messages(srv):
+    """Messages in srv's mailboxes, straight from its store."""
+    db = sqlite3.connect(os.path.join(srv.data_dir, "store.db"), timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM messages").fetchone()[0]
+    finally:
+        db.close()
+
+
+def queue_rows(srv):
+    """Recipients still in srv's queue (any state), straight from its store."""
+    db = sqlite3.connect(os.path.join(srv.data_dir, "store.db"), timeout=10)
+    try:
+        return db.execute("SELECT count(*) FROM queue_rcpts").fetchone()[0]
+    finally:
+        db.close()
+
+
+class OutboundTest(unittest.TestCase):
+    PORT = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.port = free_port_on("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+        cls.dns = Dnsmasq(
+            "outbound",
+            mx={"remote.test": [(10, "mx1.remote.test"), (20, "mx2.remote.test")],
+                "other.test": [(10, "mx2.remote.test")],
+                "down.test": [(10, "dead.down.test"), (20, "mx2.remote.test")],
+                "crash.test": [(10, "mx3.crash.test")]},
+            hosts={"mx1.remote.test": ["127.0.0.2"], "mx2.remote.test": ["127.0.0.3"],
+                   "dead.down.test": ["127.0.0.4"], "mx3.crash.test": ["127.0.0.5"]},
+            null_mx=["nullmx.test"], nxdomain=["nx.test"])
+        cls.dns.start()
+        cls.servers = []
+        try:
+            cls.mx1 = cls.server("mx1", "remote.test", mx_listen=["127.0.0.2:%d" % cls.port])
+            cls.mx2 = cls.server("mx2", "remote.test, other.test, down.test",
+                                 mx_listen=["127.0.0.3:%d" % cls.port])
+            for u in ("bob@remote.test", "erin@remote.test", "frank@remote.test"):
+                cls.mx1.add_user(u, "pw-" + u)
+            for u in ("carol@other.test", "dave@down.test", "bob@remote.test"):
+                cls.mx2.add_user(u, "pw-" + u)
+            cls.out = cls.server("out", "example.test", extra=cls.outbound())
+            cls.out.add_user(ALICE, ALICE_PW)
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def outbound(cls, **over):
+        extra = {"smtp.relay_networks": "127.0.0.1/32", "pop3.allow_plaintext_auth": "yes",
+                 "outbound.dns_servers": cls.dns.server, "outbound.port": str(cls.port),
+                 "outbound.retry_schedule": "1s", "outbound.connect_timeout": "3s",
+                 "outbound.command_timeout": "10s"}
+        extra.update(over)
+        return extra
+
+    @classmethod
+    def server(cls, name, domains, extra=None, mx_listen=()):
+        extra = dict(extra or {})
+        extra.setdefault("pop3.allow_plaintext_auth", "yes")
+        srv = Server(name, extra=extra, domains=domains, mx_listen=mx_listen)
+        cls.servers.append(srv)
+        srv.start()
+        return srv
+
+    @classmethod
+    def tearDownClass(cls):
+        bad = []
+        for srv in cls.servers:
+            rc = srv.stop()
+            if rc != 0:
+                bad.append((srv.dir, rc))
+                print(srv.log_text()[-4000:])
+            srv.cleanup()
+        cls.dns.cleanup()
+        assert not bad, "postroomd exited badly: %r" % bad
+
+    def send(self, rcpts, subject, sender=ALICE, srv=None):
+        body = ("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s@example.test>\r\n\r\n"
+                "hello %s\r\n" % (sender or "MAILER-DAEMON", ", ".join(rcpts), subject,
+                                  subject.replace(" ", "."), subject)).encode()
+        (srv or self.out).deliver(rcpts, body, sender=sender)
+
+    def arrived(self, srv, user, n):
+        wait_for("%d messages for %s" % (n, user), lambda: srv.mailbox_count(user) >= n)
+
+    def pop_messages(self, srv, user, password):
+        """Every message in user's INBOX, parsed."""
+        p = poplib.POP3(HOST, srv.pop3_port, timeout=30)
+        try:
+            p.user(user)
+            p.pass_(password)
+            n = len(p.list()[1])
+            return [email.message_from_bytes(b"\r\n".join(p.retr(i + 1)[1]),
+                                             policy=email.policy.compat32)
+                    for i in range(n)]
+        finally:
+            p.quit()
+
+    def dsns(self, srv=None):
+        """The delivery status reports in alice's mailbox."""
+        srv = srv or self.out
+        msgs = self.pop_messages(srv, ALICE, ALICE_PW)
+        return [m for m in msgs if m.get_content_type() == "multipart/report"]
+
+    def dsn_for(self, address, srv=None, timeout=30):
+        """The report naming address: (message, its delivery-status text)."""
+        def find():
+            for m in self.dsns(srv):
+                for part in m.walk():
+                    if part.get_content_type() == "message/delivery-status":
+                        text = "".join(str(p) for p in part.get_payload())
+                        if ("Final-Recipient: rfc822; " + address) in text:
+                            return m, text
+            return None
+        return wait_for("a DSN for " + address, find, timeout)
+
+    def test_delivery_via_mx(self):
+        before = self.mx1.mailbox_count("bob@remote.test")
+        self.send(["bob@remote.test"], "via mx")
+        self.arrived(self.mx1, "bob@remote.test", before + 1)
+        wait_for("an empty queue", lambda: queue_rows(self.out) == 0)
+        self.assertIn("delivered via mx1.remote.test[127.0.0.2]", self.out.log_text())
+
+    def test_secondary_when_primary_refuses(self):
+        self.send(["dave@down.test"], "secondary")
+        self.arrived(self.mx2, "dave@down.test", 1)
+        self.assertIn("dead.down.test[127.0.0.4]", self.out.log_text())  # tried first
+
+    def test_two_domains_split(self):
+        b1 = self.mx1.mailbox_count("bob@remote.test")
+        c2 = self.mx2.mailbox_count("carol@other.test")
+        self.send(["bob@remote.test", "carol@other.test"], "split")
+        self.arrived(self.mx1, "bob@remote.test", b1 + 1)
+        self.arrived(self.mx2, "carol@other.test", c2 + 1)
+        # each destination got only its own recipient
+        self.assertEqual(self.mx2.mailbox_count("bob@remote.test"), 0)
+
+    def test_5xx_bounces_to_local_sender(self):
+        self.send(["nosuch@remote.test", "bob@remote.test"], "five hundred")
+        m, text = self.dsn_for("nosuch@remote.test")
+        self.assertEqual(m["Return-Path"], "<>")
+        self.assertIn("MAILER-DAEMON@mail.example.test", m["From"])
+        self.assertEqual(m["Auto-Submitted"], "auto-replied")
+        self.assertIn("Action: failed", text)
+        self.assertIn("Status: 5.1.1", text)
+        self.assertIn("Remote-MTA: dns; mx1.remote.test[127.0.0.2]", text)
+        self.assertIn("Diagnostic-Code: smtp; 550 5.1.1", text)
+        self.assertNotIn("bob@remote.test", text)  # delivered: not reported
+        original = [p for p in m.walk() if p.get_content_type() == "message/rfc822"]
+        self.assertEqual(len(original), 1)
+        self.assertIn("Subject: five hundred", str(original[0]))
+
+    def test_null_mx_and_nxdomain_bounce(self):
+        self.send(["someone@nullmx.test"], "null mx")
+        _, text = self.dsn_for("someone@nullmx.test")
+        self.assertIn("Status: 5.1.10", text)
+        self.send(["someone@nx.test"], "nx")
+        _, text = self.dsn_for("someone@nx.test")
+        self.assertIn("Status: 5.1.2", text)
+
+    def over_quota(self, user):
+        """Make the remote answer 452 4.2.2 (mailbox full for now) for user:
+        900 octets in the mailbox, a quota of 1000."""
+        self.mx1.deliver(user, b"Subject: filler\r\n\r\n" + b"x" * 870 + b"\r\n")
+        self.mx1.cli("user", "quota", user, "1000")
+
+    def test_4xx_then_success_on_retry(self):
+        self.over_quota("erin@remote.test")
+        self.send(["erin@remote.test"], "retry me")
+        wait_for("a deferral", lambda: "<erin@remote.test> deferred" in self.out.log_text())
+        self.assertIn("452 4.2.2", self.out.log_text())
+        self.assertEqual(self.mx1.mailbox_count("erin@remote.test"), 1)  # the filler
+        self.mx1.cli("user", "quota", "erin@remote.test", "0")
+        self.arrived(self.mx1, "erin@remote.test", 2)
+        wait_for("an empty queue", lambda: queue_rows(self.out) == 0)
+
+    def test_expiry_and_undeliverable_bounce(self):
+        # A server that gives up after 3 s; frank stays over quota.
+        srv = self.server("expire", "example.test",
+                          extra=self.outbound(**{"outbound.max_queue_lifetime": "3s"}))
+        srv.add_user(ALICE, ALICE_PW)
+        self.over_quota("frank@remote.test")
+        self.send(["frank@remote.test"], "expire", srv=srv)
+        _, text = self.dsn_for("frank@remote.test", srv=srv)
+        self.assertIn("Action: failed", text)
+        self.assertIn("Status: 5.2.2", text)  # the 452 4.2.2, made permanent
+        self.assertIn("gave up", text)
+        # A bounce that cannot be delivered (its sender's domain does not
+        # exist) fails in turn and makes no bounce of its own.
+        self.send(["nosuch@remote.test"], "no way back", sender="ghost@nx.test", srv=srv)
+        wait_for("the bounce to fail",
+                 lambda: "<ghost@nx.test> failed" in srv.log_text())
+        wait_for("an empty queue", lambda: queue_rows(srv) == 0)
+        time.sleep(1.5)
+        self.assertEqual(queue_rows(srv), 0)
+        self.assertEqual(srv.log_text().count("failed"), 3)  # frank, nosuch, the bounce
+
+    def test_smarthost_starttls_auth(self):
+        # The relay: a postroomd named localhost (its self-signed
+        # certificate names that host), reached on its submission port.
+        # The relay lets an authenticated user send only as herself: the
+        # school's account there is alice's address.
+        relay = self.server("relay", "relay.test, example.test",
+                            extra={"server.hostname": "localhost"})
+        relay.add_user(ALICE, "relay-Secret-9")
+        relay.add_user("pat@relay.test", "pw-pat")
+        pw = os.path.join(relay.dir, "relay.pw")
+        with open(pw, "w") as f:
+            f.write("relay-Secret-9\n")
+        srv = self.server("viarelay", "example.test", extra=self.outbound(**{
+            "outbound.smarthost": "localhost:%d" % relay.submission_port,
+            "outbound.smarthost_tls": "starttls",
+            "outbound.smarthost_auth_user": ALICE,
+            "outbound.smarthost_password_file": pw,
+            "outbound.smarthost_ca_file": os.path.join(relay.data_dir, "tls", "cert.pem")}))
+        self.send(["pat@relay.test"], "via relay", srv=srv)
+        self.arrived(relay, "pat@relay.test", 1)
+        log = relay.log_text()
+        self.assertIn("auth", log)  # accepted ... auth (an authenticated submission)
+        self.assertIn("TLS", log)
+
+    def test_sigkill_during_queue_runs(self):
+        # 200 messages wait in the queue while their MX (mx3) is down; it
+        # comes up, and postroomd is killed as soon as the first arrive.
+        n = 200
+        port = self.port
+        srv = self.server("crash", "example.test", extra=self.outbound())
+        pad = "x" * 76 + "\r\n"
+        with prtest.smtplib.SMTP(HOST, srv.smtp_port, timeout=60) as s:
+            for i in range(n):
+                s.sendmail(ALICE, ["zoe@crash.test"],
+                           ("Subject: crash %d\r\n\r\n%s" % (i, pad * 300)).encode())
+        wait_for("the first deferrals", lambda: "<zoe@crash.test> deferred" in srv.log_text())
+        mx3 = self.server("mx3", "crash.test", mx_listen=["127.0.0.5:%d" % port])
+        mx3.add_user("zoe@crash.test", "pw-zoe")
+        stored = lambda: stored_messages(mx3)  # noqa: E731
+        wait_for("deliveries to start", lambda: stored() > 0, timeout=30)
+        srv.kill9()
+        at_kill = stored()
+        self.assertLess(at_kill, n, "the kill came after the queue had emptied")
+        srv.start()
+        wait_for("every message", lambda: stored() >= n, timeout=60)
+        wait_for("an empty queue", lambda: queue_rows(srv) == 0)
+        msgs = self.pop_messages(mx3, "zoe@crash.test", "pw-zoe")
+        subjects = [m["Subject"] for m in msgs]
+        self.assertEqual(set(subjects), {"crash %d" % i for i in range(n)})
+        # duplicates only from the crash window (a 250 not yet recorded):
+        # at most one per connection under way (max_connections_per_destination 4)
+        self.assertLessEqual(len(subjects) - n, 4)
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
