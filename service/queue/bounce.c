@@ -126,8 +126,9 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
     apr_time_t now = apr_time_now();
     unsigned char rnd[8];
     apr_generate_random_bytes(rnd, sizeof(rnd));
-    const char *tag = apr_psprintf(pool, "%" APR_TIME_T_FMT ".%02x%02x%02x%02x%02x%02x%02x%02x", now,
-                                   rnd[0], rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+    const char *tag =
+        apr_psprintf(pool, "%" APR_TIME_T_FMT ".%02x%02x%02x%02x%02x%02x%02x%02x", now, rnd[0],
+                     rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
     const char *boundary = apr_pstrcat(pool, "=_postroom_dsn_", tag, NULL);
     const char *subject = failed    ? "Undelivered Mail Returned to Sender"
                           : delayed ? "Delayed Mail (still being retried)"
@@ -164,8 +165,8 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
         human = apr_pstrcat(pool, human, "Your message was delivered as requested.\r\n\r\n", NULL);
     for (int i = 0; i < b->n; i++) {
         const bounce_rcpt_t *r = &b->rcpts[i];
-        human = apr_pstrcat(pool, human, "<", bounce_clean(r->address, pool), ">: ",
-                            bounce_action_name(r->action), NULL);
+        human = apr_pstrcat(pool, human, "<", bounce_clean(r->address, pool),
+                            ">: ", bounce_action_name(r->action), NULL);
         if (r->remote_mta)
             human = apr_pstrcat(pool, human, ", host ", bounce_clean(r->remote_mta, pool), " said",
                                 NULL);
@@ -174,9 +175,9 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
     if ((st = bounce_puts(body, apr_pstrcat(pool, human, "\r\n", NULL))) != APR_SUCCESS) return st;
 
     /* The part programs read (RFC 3464 2.1-2.3). */
-    const char *dsn = apr_pstrcat(pool, "--", boundary, "\r\n",
-                                  "Content-Type: message/delivery-status\r\n\r\n",
-                                  "Reporting-MTA: dns; ", mta, "\r\n", NULL);
+    const char *dsn =
+        apr_pstrcat(pool, "--", boundary, "\r\n", "Content-Type: message/delivery-status\r\n\r\n",
+                    "Reporting-MTA: dns; ", mta, "\r\n", NULL);
     if (b->envid && *b->envid)
         dsn = apr_pstrcat(pool, dsn, "Original-Envelope-Id: ", bounce_clean(b->envid, pool), "\r\n",
                           NULL);
@@ -209,24 +210,26 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
             dsn = apr_pstrcat(pool, dsn, "Diagnostic-Code: smtp; ", bounce_clean(r->reply, pool),
                               "\r\n", NULL);
         if (r->last_attempt)
-            dsn = apr_pstrcat(pool, dsn, "Last-Attempt-Date: ",
-                              pr_date_rfc5322(r->last_attempt, pool), "\r\n", NULL);
+            dsn = apr_pstrcat(pool, dsn,
+                              "Last-Attempt-Date: ", pr_date_rfc5322(r->last_attempt, pool), "\r\n",
+                              NULL);
         if (r->action == BOUNCE_DELAYED && b->retry_until)
-            dsn = apr_pstrcat(pool, dsn, "Will-Retry-Until: ",
-                              pr_date_rfc5322(b->retry_until, pool), "\r\n", NULL);
+            dsn =
+                apr_pstrcat(pool, dsn, "Will-Retry-Until: ", pr_date_rfc5322(b->retry_until, pool),
+                            "\r\n", NULL);
     }
     if ((st = bounce_puts(body, apr_pstrcat(pool, dsn, "\r\n", NULL))) != APR_SUCCESS) return st;
 
     /* The original: whole when asked for (and never for a mere delay),
      * else its header. */
     if (orig) {
-        int full = !delayed && (b->ret == STORE_RET_FULL ||
-                                (b->ret == STORE_RET_DEFAULT &&
-                                 store_stream_size(orig) <= BOUNCE_FULL_MAX));
-        const char *part = apr_pstrcat(
-            pool, "--", boundary, "\r\n", "Content-Type: ",
-            full ? "message/rfc822" : "text/rfc822-headers", "\r\n",
-            full ? "Content-Transfer-Encoding: 8bit\r\n" : "", "\r\n", NULL);
+        int full = !delayed &&
+                   (b->ret == STORE_RET_FULL ||
+                    (b->ret == STORE_RET_DEFAULT && store_stream_size(orig) <= BOUNCE_FULL_MAX));
+        const char *part =
+            apr_pstrcat(pool, "--", boundary, "\r\n",
+                        "Content-Type: ", full ? "message/rfc822" : "text/rfc822-headers", "\r\n",
+                        full ? "Content-Transfer-Encoding: 8bit\r\n" : "", "\r\n", NULL);
         if ((st = bounce_puts(body, part)) != APR_SUCCESS) return st;
         if ((st = bounce_copy(body, orig, !full)) != APR_SUCCESS) return st;
         if ((st = bounce_puts(body, "\r\n")) != APR_SUCCESS) return st;

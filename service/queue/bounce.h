@@ -21,8 +21,8 @@ typedef enum {
 } bounce_action_e;
 
 typedef struct bounce_rcpt_t {
-    const char *address;    /* Final-Recipient */
-    const char *orcpt;      /* ORCPT as received ("rfc822;addr"), or NULL */
+    const char *address; /* Final-Recipient */
+    const char *orcpt;   /* ORCPT as received ("rfc822;addr"), or NULL */
     bounce_action_e action;
     const char *reply;      /* the last reply ("550 5.1.1 no such user") or our reason */
     const char *remote_mta; /* the host that gave the reply, or NULL */

@@ -33,8 +33,8 @@
 
 typedef struct queue_job_t {
     struct queue_job_t *next;
-    apr_pool_t *pool; /* the job's own; destroyed when it is done */
-    const char *dest; /* destination key: the domain, or QUEUE_SMARTHOST_KEY */
+    apr_pool_t *pool;  /* the job's own; destroyed when it is done */
+    const char *dest;  /* destination key: the domain, or QUEUE_SMARTHOST_KEY */
     store_qmsg_t *msg; /* with this job's recipients only */
 } queue_job_t;
 
@@ -53,10 +53,10 @@ struct queue_t {
     const char *relay_password;
 
     apr_thread_mutex_t *mu;
-    apr_thread_cond_t *work;  /* workers wait for jobs */
-    apr_thread_cond_t *wake;  /* the scheduler waits for a kick */
-    apr_hash_t *dests;        /* key -> queue_dest_t* (malloc'ed, with their keys) */
-    apr_hash_t *inflight;     /* recipient id (malloc'ed apr_int64_t) -> itself */
+    apr_thread_cond_t *work; /* workers wait for jobs */
+    apr_thread_cond_t *wake; /* the scheduler waits for a kick */
+    apr_hash_t *dests;       /* key -> queue_dest_t* (malloc'ed, with their keys) */
+    apr_hash_t *inflight;    /* recipient id (malloc'ed apr_int64_t) -> itself */
     int kicked, stopping;
     apr_thread_t *scheduler;
     apr_thread_t **workers;
@@ -283,8 +283,9 @@ static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *ou
     }
     apr_status_t st = store_queue_update(q->store, res, n, n_dsn ? &dsn : NULL, n_dsn);
     if (st != APR_SUCCESS)
-        pr_log_error(NULL, "queue %" APR_INT64_T_FMT ": cannot record the outcome; it will be "
-                           "tried again",
+        pr_log_error(NULL,
+                     "queue %" APR_INT64_T_FMT ": cannot record the outcome; it will be "
+                     "tried again",
                      m->id);
     apr_thread_mutex_lock(q->mu);
     if (st == APR_SUCCESS) {
@@ -356,7 +357,7 @@ static void queue_send(queue_t *q, smtp_client_t *cl, const char *host, queue_jo
     env.sender = m->sender;
     env.rcpts = rc;
     env.nrcpts = n;
-    env.ret = m->ret == STORE_RET_FULL ? SMTP_RET_FULL
+    env.ret = m->ret == STORE_RET_FULL   ? SMTP_RET_FULL
               : m->ret == STORE_RET_HDRS ? SMTP_RET_HDRS
                                          : SMTP_RET_UNSET;
     env.envid = *m->envid ? m->envid : NULL;
@@ -477,8 +478,8 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
         opts.auth_user = cfg->outbound.smarthost_auth_user;
         opts.auth_password = q->relay_password;
     } else {
-        opts.tls = cfg->outbound.outbound_tls == PR_OUTBOUND_TLS_ENCRYPT ? SMTP_TLS_ENCRYPT
-                                                                        : SMTP_TLS_MAY;
+        opts.tls =
+            cfg->outbound.outbound_tls == PR_OUTBOUND_TLS_ENCRYPT ? SMTP_TLS_ENCRYPT : SMTP_TLS_MAY;
         opts.tls_ctx = q->tls_mx;
     }
 
