@@ -15,7 +15,7 @@
 #include "service/core/log.h"
 #include "service/core/status.h"
 #include "service/core/tls.h"
-#include "service/queue/bounce.h"
+#include "service/dsn/bounce.h"
 #include "service/queue/mx.h"
 #include "service/smtp/smtp_client.h"
 
@@ -38,6 +38,11 @@ typedef struct queue_job_t {
     store_qmsg_t *msg; /* with this job's recipients only */
 } queue_job_t;
 
+typedef struct queue_inflight_t {
+    apr_int64_t id;
+    apr_uint64_t done; /* 0: under way; else the stamp of its finish */
+} queue_inflight_t;
+
 typedef struct queue_dest_t {
     queue_job_t *head, *tail;
     int active; /* workers delivering to it */
@@ -56,7 +61,12 @@ struct queue_t {
     apr_thread_cond_t *work; /* workers wait for jobs */
     apr_thread_cond_t *wake; /* the scheduler waits for a kick */
     apr_hash_t *dests;       /* key -> queue_dest_t* (malloc'ed, with their keys) */
-    apr_hash_t *inflight;    /* recipient id (malloc'ed apr_int64_t) -> itself */
+    /* Recipients handed out: id -> queue_inflight_t (malloc'ed). A finished
+     * one stays, stamped, until a read of the store begun after it: a read
+     * begun before may still show it pending and must not hand it out
+     * again (a second delivery). */
+    apr_hash_t *inflight;
+    apr_uint64_t finished; /* stamps: finished jobs so far */
     int kicked, stopping;
     apr_thread_t *scheduler;
     apr_thread_t **workers;
@@ -104,14 +114,48 @@ static queue_job_t *queue_pop(queue_dest_t *d)
     return j;
 }
 
-static void queue_inflight_drop(queue_t *q, const store_qmsg_t *m)
+/* The job's recipients are finished (recorded in the store). */
+static void queue_inflight_finish(queue_t *q, const store_qmsg_t *m)
 {
+    q->finished++;
     for (int i = 0; i < m->rcpts->nelts; i++) {
         apr_int64_t id = APR_ARRAY_IDX(m->rcpts, i, store_qrcpt_t).id;
-        apr_int64_t *k = apr_hash_get(q->inflight, &id, sizeof(id));
-        if (!k) continue;
-        apr_hash_set(q->inflight, k, sizeof(*k), NULL);
-        free(k);
+        queue_inflight_t *f = apr_hash_get(q->inflight, &id, sizeof(id));
+        if (f) f->done = q->finished;
+    }
+}
+
+/* May recipient id be handed out from a read of the store begun at stamp
+ * read? Forgets finished entries that read already reflects. */
+static int queue_inflight_free(queue_t *q, apr_int64_t id, apr_uint64_t read)
+{
+    queue_inflight_t *f = apr_hash_get(q->inflight, &id, sizeof(id));
+    if (!f) return 1;
+    if (!f->done || f->done > read) return 0;
+    apr_hash_set(q->inflight, &f->id, sizeof(f->id), NULL);
+    free(f);
+    return 1;
+}
+
+static void queue_inflight_add(queue_t *q, apr_int64_t id)
+{
+    queue_inflight_t *f = malloc(sizeof(*f));
+    if (!f) abort(); /* out of memory is fatal (DESIGN.md) */
+    f->id = id;
+    f->done = 0;
+    apr_hash_set(q->inflight, &f->id, sizeof(f->id), f);
+}
+
+/* Forget finished entries that a read begun at stamp read reflects. */
+static void queue_inflight_prune(queue_t *q, apr_uint64_t read)
+{
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, q->inflight); hi;) {
+        queue_inflight_t *f = apr_hash_this_val(hi);
+        hi = apr_hash_next(hi);
+        if (f->done && f->done <= read) {
+            apr_hash_set(q->inflight, &f->id, sizeof(f->id), NULL);
+            free(f);
+        }
     }
 }
 
@@ -398,7 +442,7 @@ static queue_job_t *queue_take(queue_t *q, const char *key)
 static void queue_job_done(queue_t *q, queue_job_t *job)
 {
     apr_thread_mutex_lock(q->mu);
-    queue_inflight_drop(q, job->msg);
+    queue_inflight_finish(q, job->msg);
     q->kicked = 1; /* retries may be due at once (a schedule of seconds) */
     apr_thread_cond_signal(q->wake);
     apr_thread_mutex_unlock(q->mu);
@@ -601,8 +645,9 @@ static void queue_job_add_rcpt(queue_job_t *j, const store_qrcpt_t *r)
     c->dsn.orcpt = r->dsn.orcpt ? apr_pstrdup(j->pool, r->dsn.orcpt) : NULL;
 }
 
-/* Turn due recipients into jobs. Under q->mu. The number of jobs made. */
-static int queue_plan(queue_t *q, apr_array_header_t *msgs, apr_pool_t *pool)
+/* Turn due recipients, read from the store from stamp read on, into jobs.
+ * Under q->mu. The number of jobs made. */
+static int queue_plan(queue_t *q, apr_array_header_t *msgs, apr_uint64_t read, apr_pool_t *pool)
 {
     int relay = *q->cfg->outbound.smarthost != '\0', made = 0;
     for (int i = 0; i < msgs->nelts; i++) {
@@ -611,7 +656,7 @@ static int queue_plan(queue_t *q, apr_array_header_t *msgs, apr_pool_t *pool)
         apr_array_header_t *order = apr_array_make(pool, 2, sizeof(queue_job_t *));
         for (int k = 0; k < m->rcpts->nelts; k++) {
             const store_qrcpt_t *r = &APR_ARRAY_IDX(m->rcpts, k, store_qrcpt_t);
-            if (apr_hash_get(q->inflight, &r->id, sizeof(r->id))) continue;
+            if (!queue_inflight_free(q, r->id, read)) continue;
             const char *dest = relay ? QUEUE_SMARTHOST_KEY : queue_domain(r->address);
             queue_job_t *j = apr_hash_get(by_dest, dest, APR_HASH_KEY_STRING);
             if (!j) {
@@ -620,10 +665,7 @@ static int queue_plan(queue_t *q, apr_array_header_t *msgs, apr_pool_t *pool)
                 APR_ARRAY_PUSH(order, queue_job_t *) = j;
             }
             queue_job_add_rcpt(j, r);
-            apr_int64_t *key = malloc(sizeof(*key));
-            if (!key) abort();
-            *key = r->id;
-            apr_hash_set(q->inflight, key, sizeof(*key), key);
+            queue_inflight_add(q, r->id);
         }
         for (int k = 0; k < order->nelts; k++) {
             queue_job_t *j = APR_ARRAY_IDX(order, k, queue_job_t *);
@@ -658,6 +700,7 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
             if (q->stopping) break;
         }
         q->kicked = 0;
+        const apr_uint64_t read = q->finished; /* what this read reflects at least */
         apr_thread_mutex_unlock(q->mu);
 
         apr_pool_clear(pass);
@@ -672,7 +715,8 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
         }
 
         apr_thread_mutex_lock(q->mu);
-        if (msgs && queue_plan(q, msgs, pass) > 0) apr_thread_cond_broadcast(q->work);
+        if (msgs && queue_plan(q, msgs, read, pass) > 0) apr_thread_cond_broadcast(q->work);
+        if (st == APR_SUCCESS) queue_inflight_prune(q, read);
         /* What is due but under way now comes back with a kick when done. */
         if (next && next <= apr_time_now()) next = apr_time_now() + QUEUE_POLL_INTERVAL;
     }
@@ -797,10 +841,10 @@ void queue_stop(queue_t *q)
         free(d);
     }
     for (apr_hash_index_t *hi = apr_hash_first(NULL, q->inflight); hi;) {
-        void *k = (void *)apr_hash_this_key(hi);
+        queue_inflight_t *f = apr_hash_this_val(hi);
         hi = apr_hash_next(hi);
-        apr_hash_set(q->inflight, k, sizeof(apr_int64_t), NULL);
-        free(k);
+        apr_hash_set(q->inflight, &f->id, sizeof(f->id), NULL);
+        free(f);
     }
 }
 

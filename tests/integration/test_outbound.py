@@ -114,11 +114,15 @@ class OutboundTest(unittest.TestCase):
         return extra
 
     @classmethod
-    def server(cls, name, domains, extra=None, mx_listen=()):
+    def server(cls, name, domains, extra=None, mx_listen=(), users=()):
+        """A started postroomd; users (address, password) exist before it
+        listens, so no mail finds it without them."""
         extra = dict(extra or {})
         extra.setdefault("pop3.allow_plaintext_auth", "yes")
         srv = Server(name, extra=extra, domains=domains, mx_listen=mx_listen)
         cls.servers.append(srv)
+        for user, password in users:
+            srv.add_user(user, password)
         srv.start()
         return srv
 
@@ -291,15 +295,21 @@ class OutboundTest(unittest.TestCase):
                 s.sendmail(ALICE, ["zoe@crash.test"],
                            ("Subject: crash %d\r\n\r\n%s" % (i, pad * 300)).encode())
         wait_for("the first deferrals", lambda: "<zoe@crash.test> deferred" in srv.log_text())
-        mx3 = self.server("mx3", "crash.test", mx_listen=["127.0.0.5:%d" % port])
-        mx3.add_user("zoe@crash.test", "pw-zoe")
+        mx3 = self.server("mx3", "crash.test", mx_listen=["127.0.0.5:%d" % port],
+                          users=[("zoe@crash.test", "pw-zoe")])
         stored = lambda: stored_messages(mx3)  # noqa: E731
         wait_for("deliveries to start", lambda: stored() > 0, timeout=30)
         srv.kill9()
         at_kill = stored()
         self.assertLess(at_kill, n, "the kill came after the queue had emptied")
         srv.start()
-        wait_for("every message", lambda: stored() >= n, timeout=60)
+        try:
+            wait_for("every message", lambda: stored() >= n, timeout=60)
+        except AssertionError:
+            print("at kill %d, now %d" % (at_kill, stored()))
+            print("\n".join(line for line in srv.log_text().splitlines()
+                            if "queue" in line)[-5000:])
+            raise
         wait_for("an empty queue", lambda: queue_rows(srv) == 0)
         msgs = self.pop_messages(mx3, "zoe@crash.test", "pw-zoe")
         subjects = [m["Subject"] for m in msgs]
