@@ -27,6 +27,7 @@
 #include <apr_thread_proc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define QUEUE_BODY_CHUNK 65536
 #define QUEUE_SMARTHOST_KEY "" /* the one destination when relaying */
@@ -502,11 +503,30 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
             apr_pool_destroy(pool);
             return;
         }
+        /* RFC 5321 5.1: we are one of the MX hosts: only the more
+         * preferred ones may take it; none left is a loop. */
+        int self_pref = -1;
         for (int i = 0; i < route->hosts->nelts; i++) {
             const mx_host_t *mh = APR_ARRAY_IDX(route->hosts, i, mx_host_t *);
+            if (strcasecmp(mh->name, cfg->server.hostname) == 0 &&
+                (self_pref < 0 || mh->preference < self_pref))
+                self_pref = mh->preference;
+        }
+        for (int i = 0; i < route->hosts->nelts; i++) {
+            const mx_host_t *mh = APR_ARRAY_IDX(route->hosts, i, mx_host_t *);
+            if (self_pref >= 0 && mh->preference >= self_pref) continue;
             queue_host_t *h = apr_array_push(hosts);
             h->name = mh->name;
             h->addrs = mh->addrs;
+        }
+        if (hosts->nelts == 0) {
+            const char *loop =
+                apr_psprintf(pool, "554 5.4.6 Mail for %s loops back to myself (%s is its MX)",
+                             key, cfg->server.hostname);
+            queue_record_all(q, job, 554, loop, NULL, reader);
+            queue_job_done(q, job);
+            apr_pool_destroy(pool);
+            return;
         }
     }
 

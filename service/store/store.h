@@ -69,6 +69,7 @@ typedef struct store_delivery_t {
     const store_rcpt_dsn_t *remote_dsn; /* n_remote entries, or NULL: none */
     const char *remote_prefix; /* header lines prepended for the relayed copy */
     apr_size_t remote_prefix_len;
+    const char *remote_sender; /* the queued copy's envelope sender (SRS), or NULL: sender */
     const char *envid;   /* ENVID, or NULL */
     store_ret_e ret;
     unsigned body_flags; /* STORE_BODY_* */

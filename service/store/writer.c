@@ -141,7 +141,8 @@ apr_status_t store_apply_deliver_one(store_t *st, const store_delivery_t *d, apr
         sqlite3_stmt *s = store_conn_stmt(&st->w, SQ_QMSG_INSERT);
         if (!s) return PR_EIO;
         sqlite3_bind_int64(s, 1, body_id);
-        sqlite3_bind_text(s, 2, d->sender ? d->sender : "", -1, SQLITE_STATIC);
+        const char *sender = d->remote_sender ? d->remote_sender : d->sender;
+        sqlite3_bind_text(s, 2, sender ? sender : "", -1, SQLITE_STATIC);
         store_bind_bytes(s, 3, d->remote_prefix, d->remote_prefix_len);
         sqlite3_bind_int64(s, 4, now);
         sqlite3_bind_text(s, 5, d->envid ? d->envid : "", -1, SQLITE_STATIC);

@@ -84,19 +84,23 @@ class OutboundTest(unittest.TestCase):
             mx={"remote.test": [(10, "mx1.remote.test"), (20, "mx2.remote.test")],
                 "other.test": [(10, "mx2.remote.test")],
                 "down.test": [(10, "dead.down.test"), (20, "mx2.remote.test")],
-                "crash.test": [(10, "mx3.crash.test")]},
+                "crash.test": [(10, "mx3.crash.test")],
+                "loop.test": [(10, "mail.example.test"), (20, "mx2.remote.test")],
+                "backup.test": [(5, "mx2.remote.test"), (10, "mail.example.test")]},
             hosts={"mx1.remote.test": ["127.0.0.2"], "mx2.remote.test": ["127.0.0.3"],
-                   "dead.down.test": ["127.0.0.4"], "mx3.crash.test": ["127.0.0.5"]},
+                   "dead.down.test": ["127.0.0.4"], "mx3.crash.test": ["127.0.0.5"],
+                   "mail.example.test": ["127.0.0.6"]},
             null_mx=["nullmx.test"], nxdomain=["nx.test"])
         cls.dns.start()
         cls.servers = []
         try:
             cls.mx1 = cls.server("mx1", "remote.test", mx_listen=["127.0.0.2:%d" % cls.port])
-            cls.mx2 = cls.server("mx2", "remote.test, other.test, down.test",
+            cls.mx2 = cls.server("mx2", "remote.test, other.test, down.test, backup.test",
                                  mx_listen=["127.0.0.3:%d" % cls.port])
             for u in ("bob@remote.test", "erin@remote.test", "frank@remote.test"):
                 cls.mx1.add_user(u, "pw-" + u)
-            for u in ("carol@other.test", "dave@down.test", "bob@remote.test"):
+            for u in ("carol@other.test", "dave@down.test", "bob@remote.test",
+                      "bea@backup.test"):
                 cls.mx2.add_user(u, "pw-" + u)
             cls.out = cls.server("out", "example.test", extra=cls.outbound())
             cls.out.add_user(ALICE, ALICE_PW)
@@ -227,6 +231,35 @@ class OutboundTest(unittest.TestCase):
         900 octets in the mailbox, a quota of 1000."""
         self.mx1.deliver(user, b"Subject: filler\r\n\r\n" + b"x" * 870 + b"\r\n")
         self.mx1.cli("user", "quota", user, "1000")
+
+    def test_mx_pointing_at_us(self):
+        # We are the best MX of loop.test: delivering to a worse one would
+        # send it back; RFC 5321 5.1 says a loop, not mx2.
+        self.send(["x@loop.test"], "loop")
+        _, text = self.dsn_for("x@loop.test")
+        self.assertIn("Status: 5.4.6", text)
+        self.assertIn("loops back to myself", text)
+        # We are a worse MX of backup.test: the better one takes it.
+        self.send(["bea@backup.test"], "backup")
+        self.arrived(self.mx2, "bea@backup.test", 1)
+
+    def test_delay_warning_once(self):
+        srv = self.server("delay", "example.test", users=[(ALICE, ALICE_PW)],
+                          extra=self.outbound(**{"outbound.delay_warning_time": "2s"}))
+        self.mx1.add_user("gus@remote.test", "pw-gus")
+        self.over_quota("gus@remote.test")
+        self.send(["gus@remote.test"], "slow one", srv=srv)
+        m, text = self.dsn_for("gus@remote.test", srv=srv)
+        self.assertIn("Action: delayed", text)
+        self.assertIn("Status: 4.2.2", text)
+        self.assertIn("Will-Retry-Until:", text)
+        self.assertIn("Delayed Mail", m["Subject"])
+        # headers only for a delay, never the whole message again
+        self.assertEqual([p for p in m.walk() if p.get_content_type() == "message/rfc822"], [])
+        self.mx1.cli("user", "quota", "gus@remote.test", "0")
+        self.arrived(self.mx1, "gus@remote.test", 2)
+        wait_for("an empty queue", lambda: queue_rows(srv) == 0)
+        self.assertEqual(len(self.dsns(srv)), 1)  # one warning, and no more
 
     def test_4xx_then_success_on_retry(self):
         self.over_quota("erin@remote.test")
