@@ -707,3 +707,188 @@ apr_status_t admin_message_open(admin_t *a, const char *address, const char *fol
                           pr_strerror(st, buf, sizeof(buf)));
     return APR_SUCCESS;
 }
+
+/* ---- the outbound queue */
+
+/* A queue ID as typed: a decimal number from 1 that fits the store's. */
+static apr_status_t admin_queue_id(const char *text, apr_int64_t *id_r, const char **err_r,
+                                   apr_pool_t *p)
+{
+    apr_int64_t v = 0;
+    const char *s = text ? text : "";
+    if (!*s) goto bad;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9') goto bad;
+        if (v > (APR_INT64_MAX - (*s - '0')) / 10) goto bad;
+        v = v * 10 + (*s - '0');
+    }
+    if (v == 0) goto bad;
+    *id_r = v;
+    return APR_SUCCESS;
+bad:
+    return admin_fail(err_r, p, PR_EINVAL,
+                      "invalid queue ID '%s' (expected a number, as in the queue list)",
+                      text ? text : "");
+}
+
+static apr_status_t admin_queue_unknown(const char **err_r, apr_pool_t *p, apr_int64_t id)
+{
+    return admin_fail(err_r, p, PR_ENOTFOUND,
+                      "no message with ID %" APR_INT64_T_FMT
+                      " in the queue (delivered, bounced or deleted meanwhile?)",
+                      id);
+}
+
+static apr_status_t admin_queue_fail(const char **err_r, apr_pool_t *p, apr_status_t st,
+                                     const char *what)
+{
+    char buf[160];
+    return admin_fail(err_r, p, st, "cannot %s: %s", what, pr_strerror(st, buf, sizeof(buf)));
+}
+
+/* Where the header section of buf ends: the offset of the empty line
+ * (CRLF or a lone LF), or -1 when buf holds none. */
+static apr_ssize_t admin_header_end(const char *buf, apr_size_t len)
+{
+    apr_size_t pos = 0;
+    while (pos < len) {
+        const char *nl = memchr(buf + pos, '\n', len - pos);
+        if (!nl) break;
+        apr_size_t line = (apr_size_t)(nl - (buf + pos));
+        if (line == 0 || (line == 1 && buf[pos] == '\r')) return (apr_ssize_t)pos;
+        pos = (apr_size_t)(nl - buf) + 1;
+    }
+    return -1;
+}
+
+/* The header section of queued message id, read through r. */
+static apr_status_t admin_queue_headers(admin_qmsg_t *q, store_reader_t *r, apr_int64_t id,
+                                        apr_pool_t *p)
+{
+    store_stream_t *s;
+    apr_status_t st = store_queue_open(&s, r, id, p);
+    if (st != APR_SUCCESS) return st;
+    char *buf = apr_palloc(p, ADMIN_QUEUE_HEADER_MAX + 1);
+    apr_size_t len = 0;
+    int eof = 0;
+    /* Read until the header's end is in, or the limit, or the end. */
+    while (len < ADMIN_QUEUE_HEADER_MAX && admin_header_end(buf, len) < 0) {
+        apr_size_t n = ADMIN_QUEUE_HEADER_MAX - len;
+        st = store_stream_read(s, buf + len, &n);
+        len += n;
+        if (st == APR_EOF) {
+            eof = 1;
+            break;
+        }
+        if (st != APR_SUCCESS) return st;
+    }
+    apr_ssize_t end = admin_header_end(buf, len);
+    if (end >= 0) {
+        len = (apr_size_t)end;
+    } else if (!eof) {
+        /* Longer than the limit: up to its last whole line. */
+        while (len > 0 && buf[len - 1] != '\n')
+            len--;
+        q->headers_truncated = 1;
+    }
+    /* At the end without an empty line, the whole message is header. */
+    buf[len] = '\0';
+    q->headers = buf;
+    q->headers_len = len;
+    return APR_SUCCESS;
+}
+
+/* List the queue (id 0) or one message, with a reader that lives only for
+ * this call; with show, read that message's header too. */
+static apr_status_t admin_queue_read(admin_t *a, apr_int64_t id, apr_array_header_t **msgs_r,
+                                     admin_qmsg_t *show, const char **err_r, apr_pool_t *p)
+{
+    store_t *store;
+    store_reader_t *r;
+    apr_pool_t *rp;
+    apr_status_t st;
+
+    if ((st = admin_store(a, &store, err_r, p)) != APR_SUCCESS) return st;
+    apr_pool_create(&rp, p);
+    st = store_reader_open(&r, store, rp);
+    if (st == APR_SUCCESS) st = store_queue_list(r, id, msgs_r, p);
+    /* Delivered or deleted between the two reads: not found either way. */
+    if (st == APR_SUCCESS && show) st = admin_queue_headers(show, r, id, p);
+    apr_pool_destroy(rp);
+    if (st == PR_ENOTFOUND && id) return admin_queue_unknown(err_r, p, id);
+    if (st != APR_SUCCESS) return admin_queue_fail(err_r, p, st, "read the queue");
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_queue_list(admin_t *a, apr_array_header_t **out_r, const char **err_r,
+                              apr_pool_t *p)
+{
+    return admin_queue_read(a, 0, out_r, NULL, err_r, p);
+}
+
+apr_status_t admin_queue_show(admin_t *a, const char *id, admin_qmsg_t **out_r, const char **err_r,
+                              apr_pool_t *p)
+{
+    apr_int64_t qid;
+    apr_array_header_t *msgs;
+    apr_status_t st;
+    if ((st = admin_queue_id(id, &qid, err_r, p)) != APR_SUCCESS) return st;
+    admin_qmsg_t *q = apr_pcalloc(p, sizeof(*q));
+    if ((st = admin_queue_read(a, qid, &msgs, q, err_r, p)) != APR_SUCCESS) return st;
+    q->msg = APR_ARRAY_IDX(msgs, 0, const store_qmsg_t *);
+    *out_r = q;
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_queue_flush(admin_t *a, apr_uint32_t *pending_r, const char **err_r,
+                               apr_pool_t *p)
+{
+    store_t *store;
+    store_reader_t *r;
+    apr_pool_t *rp;
+    apr_uint32_t pending = 0;
+    apr_status_t st;
+
+    if ((st = admin_store(a, &store, err_r, p)) != APR_SUCCESS) return st;
+    if ((st = store_queue_retry(store, 0)) != APR_SUCCESS)
+        return admin_queue_fail(err_r, p, st, "flush the queue");
+    if (pending_r) {
+        apr_pool_create(&rp, p);
+        st = store_reader_open(&r, store, rp);
+        if (st == APR_SUCCESS) st = store_queue_count(r, &pending);
+        apr_pool_destroy(rp);
+        if (st != APR_SUCCESS) return admin_queue_fail(err_r, p, st, "count the queue");
+        *pending_r = pending;
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_queue_retry(admin_t *a, const char *id, const char **err_r, apr_pool_t *p)
+{
+    store_t *store;
+    apr_int64_t qid;
+    apr_status_t st;
+    if ((st = admin_queue_id(id, &qid, err_r, p)) != APR_SUCCESS) return st;
+    if ((st = admin_store(a, &store, err_r, p)) != APR_SUCCESS) return st;
+    st = store_queue_retry(store, qid);
+    if (st == PR_ENOTFOUND) return admin_queue_unknown(err_r, p, qid);
+    if (st != APR_SUCCESS)
+        return admin_queue_fail(err_r, p, st,
+                                apr_psprintf(p, "retry message %" APR_INT64_T_FMT, qid));
+    return APR_SUCCESS;
+}
+
+apr_status_t admin_queue_delete(admin_t *a, const char *id, const char **err_r, apr_pool_t *p)
+{
+    store_t *store;
+    apr_int64_t qid;
+    apr_status_t st;
+    if ((st = admin_queue_id(id, &qid, err_r, p)) != APR_SUCCESS) return st;
+    if ((st = admin_store(a, &store, err_r, p)) != APR_SUCCESS) return st;
+    st = store_queue_delete(store, qid);
+    if (st == PR_ENOTFOUND) return admin_queue_unknown(err_r, p, qid);
+    if (st != APR_SUCCESS)
+        return admin_queue_fail(err_r, p, st,
+                                apr_psprintf(p, "delete message %" APR_INT64_T_FMT, qid));
+    return APR_SUCCESS;
+}

@@ -85,4 +85,38 @@ apr_status_t admin_message_open(admin_t *a, const char *address, const char *fol
                                 apr_uint32_t uid, store_stream_t **s_r, const char **err_r,
                                 apr_pool_t *p);
 
+/* ---- The outbound queue (issue 5). A queue ID is what `queue list`
+ * shows: a decimal number from 1; the operations take it as typed, so the
+ * CLI and the HTTP API refuse a malformed one with the same message. */
+
+/* How much of a queued message admin_queue_show reads for its header. */
+#define ADMIN_QUEUE_HEADER_MAX 65536
+
+typedef struct admin_qmsg_t {
+    const store_qmsg_t *msg; /* id, sender, created, size, recipients (store_qrcpt_t) */
+    /* The header section as it will be sent (our Received: line first),
+     * raw bytes with CRLFs, up to and not including the empty line that
+     * ends it; cut after the last whole line when longer than
+     * ADMIN_QUEUE_HEADER_MAX. NUL-terminated. */
+    const char *headers;
+    apr_size_t headers_len;
+    int headers_truncated;
+} admin_qmsg_t;
+
+/* Every queued message with all its recipients (any state), oldest first:
+ * store_qmsg_t*. An empty queue is an empty array. */
+apr_status_t admin_queue_list(admin_t *a, apr_array_header_t **out_r, const char **err_r,
+                              apr_pool_t *p);
+/* One message as in the list, with its header section. */
+apr_status_t admin_queue_show(admin_t *a, const char *id, admin_qmsg_t **out_r, const char **err_r,
+                              apr_pool_t *p);
+/* Make every pending recipient due now; the daemon's queue runner picks
+ * them up within a second. *pending_r (may be NULL): how many there are. */
+apr_status_t admin_queue_flush(admin_t *a, apr_uint32_t *pending_r, const char **err_r,
+                               apr_pool_t *p);
+/* The same for the pending recipients of one message. */
+apr_status_t admin_queue_retry(admin_t *a, const char *id, const char **err_r, apr_pool_t *p);
+/* Remove a message from the queue for good, without a bounce to its sender. */
+apr_status_t admin_queue_delete(admin_t *a, const char *id, const char **err_r, apr_pool_t *p);
+
 #endif

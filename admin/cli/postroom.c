@@ -46,6 +46,11 @@ static const char cli_usage_text[] =
     "  list show [LIST]\n"
     "  mailbox show ADDRESS\n"
     "  mailbox cat ADDRESS UID [FOLDER]\n"
+    "  queue list\n"
+    "  queue show ID\n"
+    "  queue flush\n"
+    "  queue retry ID\n"
+    "  queue delete ID\n"
     "\n"
     "Without --password-stdin the password is asked twice on the terminal;\n"
     "with it, one line is read from standard input.\n"
@@ -53,7 +58,11 @@ static const char cli_usage_text[] =
     "'default' goes back to [store] default_quota.\n"
     "A list's policy says who may post to it: anyone; members (by envelope\n"
     "sender); local (authenticated senders only). It applies to lists of an\n"
-    "LDAP directory too.\n";
+    "LDAP directory too.\n"
+    "The queue holds mail waiting to go out to other servers. queue flush\n"
+    "makes every waiting message due now, queue retry one message (ID from\n"
+    "queue list); the running postroomd tries them within seconds. queue\n"
+    "delete removes a message for good WITHOUT a bounce: its sender is not told.\n";
 
 typedef struct cli_t {
     apr_pool_t *pool;
@@ -408,6 +417,191 @@ static int cmd_mailbox_cat(cli_t *c)
                                               : cli_fail("cannot write to standard output");
 }
 
+/* ---- the outbound queue */
+
+/* A queue operation's failure; a malformed ID (the only PR_EINVAL these
+ * give) is a command-line mistake, as a bad UID is for mailbox cat. */
+static int cli_queue_result(apr_status_t st, const char *err)
+{
+    int rc = cli_result(st, err);
+    return st == PR_EINVAL ? CLI_USAGE : rc;
+}
+
+/* "45s", "12m", "3h 5m", "2d 4h": a span as a person reads it. */
+static const char *cli_span(apr_time_t t, apr_pool_t *pool)
+{
+    apr_int64_t s = t > 0 ? (apr_int64_t)apr_time_sec(t) : 0;
+    if (s < 60) return apr_psprintf(pool, "%ds", (int)s);
+    if (s < 3600) return apr_psprintf(pool, "%dm", (int)(s / 60));
+    if (s < 86400) {
+        int h = (int)(s / 3600), m = (int)(s % 3600 / 60);
+        return m ? apr_psprintf(pool, "%dh %dm", h, m) : apr_psprintf(pool, "%dh", h);
+    }
+    int d = (int)(s / 86400), h = (int)(s % 86400 / 3600);
+    return h ? apr_psprintf(pool, "%dd %dh", d, h) : apr_psprintf(pool, "%dd", d);
+}
+
+/* "523 B", "1.2 KiB" */
+static const char *cli_size_short(apr_off_t size, apr_pool_t *pool)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    double v = (double)size;
+    int u = -1;
+    while (v >= 1024 && u < 3) {
+        v /= 1024;
+        u++;
+    }
+    if (u < 0) return apr_psprintf(pool, "%" APR_OFF_T_FMT " B", size);
+    return apr_psprintf(pool, "%.1f %s", v, units[u]);
+}
+
+/* Text from a peer or a message, safe for a terminal: control characters
+ * (line breaks, escapes) become one space or '?'. */
+static void cli_put_safe(const char *s, apr_size_t len)
+{
+    for (apr_size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '\r' || ch == '\n')
+            ch = ' ';
+        else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            ch = '?';
+        putchar(ch);
+    }
+}
+
+static void cli_queue_block(const store_qmsg_t *m, apr_time_t now, apr_pool_t *pool)
+{
+    /* "42  5m  1.2 KiB  <alice@example.org>" */
+    printf("%" APR_INT64_T_FMT "  %s  %s  <", m->id, cli_span(now - m->created, pool),
+           cli_size_short(m->size, pool));
+    cli_put_safe(m->sender, strlen(m->sender));
+    printf(">%s\n", *m->sender ? "" : " (a bounce)");
+    for (int i = 0; i < m->rcpts->nelts; i++) {
+        const store_qrcpt_t *r = &APR_ARRAY_IDX(m->rcpts, i, store_qrcpt_t);
+        const char *state, *next = "";
+        switch (r->state) {
+        case STORE_Q_DELIVERED:
+            state = "delivered";
+            break;
+        case STORE_Q_FAILED:
+            state = "failed";
+            break;
+        default:
+            state = r->attempts ? "deferred" : "waiting";
+            /* Rounded up past a minute: an hour's wait reads "1h", not "59m". */
+            apr_time_t wait = r->next_attempt - now;
+            if (wait >= apr_time_from_sec(60)) wait += apr_time_from_sec(59);
+            next = r->next_attempt <= now
+                       ? ", next try now"
+                       : apr_pstrcat(pool, ", next try in ", cli_span(wait, pool), NULL);
+        }
+        /* "    bob@remote.org  deferred, 1 attempt, next try in 59m, last reply: 451 ..." */
+        printf("    ");
+        cli_put_safe(r->address, strlen(r->address));
+        printf("  %s, %d attempt%s%s", state, r->attempts, r->attempts == 1 ? "" : "s", next);
+        if (*r->last_reply) {
+            printf(", last reply: ");
+            cli_put_safe(r->last_reply, strlen(r->last_reply));
+        }
+        printf("\n");
+    }
+}
+
+static int cmd_queue_list(cli_t *c)
+{
+    const char *err = NULL;
+    apr_array_header_t *msgs;
+    apr_status_t st = admin_queue_list(c->admin, &msgs, &err, c->pool);
+    if (st != APR_SUCCESS) return cli_result(st, err);
+    if (msgs->nelts == 0) {
+        printf("queue is empty\n");
+        return CLI_OK;
+    }
+    apr_time_t now = apr_time_now();
+    int pending = 0;
+    for (int i = 0; i < msgs->nelts; i++) {
+        const store_qmsg_t *m = APR_ARRAY_IDX(msgs, i, const store_qmsg_t *);
+        if (i) printf("\n");
+        cli_queue_block(m, now, c->pool);
+        for (int j = 0; j < m->rcpts->nelts; j++)
+            pending += APR_ARRAY_IDX(m->rcpts, j, store_qrcpt_t).state == STORE_Q_PENDING;
+    }
+    printf("\n%d message%s in the queue, %d recipient%s still to deliver\n", msgs->nelts,
+           msgs->nelts == 1 ? "" : "s", pending, pending == 1 ? "" : "s");
+    return CLI_OK;
+}
+
+static int cmd_queue_show(cli_t *c)
+{
+    const char *err = NULL;
+    admin_qmsg_t *q;
+    apr_status_t st = admin_queue_show(c->admin, c->args[0], &q, &err, c->pool);
+    if (st != APR_SUCCESS) return cli_queue_result(st, err);
+    const store_qmsg_t *m = q->msg;
+    apr_time_t now = apr_time_now();
+    apr_time_exp_t tm;
+    char when[64];
+    apr_size_t n;
+
+    cli_queue_block(m, now, c->pool);
+    apr_time_exp_lt(&tm, m->created);
+    if (apr_strftime(when, &n, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm) != APR_SUCCESS)
+        when[0] = '\0';
+    printf("queued at %s (%s ago), %s\n", when, cli_span(now - m->created, c->pool),
+           cli_size(m->size, c->pool));
+    if (*m->envid) {
+        printf("envelope ID: ");
+        cli_put_safe(m->envid, strlen(m->envid));
+        printf("\n");
+    }
+    printf("\n");
+    /* The header, a line at a time (folded lines keep their indent). */
+    const char *h = q->headers, *end = q->headers + q->headers_len;
+    while (h < end) {
+        const char *nl = memchr(h, '\n', (apr_size_t)(end - h));
+        const char *le = nl ? nl : end;
+        if (le > h && le[-1] == '\r') le--;
+        cli_put_safe(h, (apr_size_t)(le - h));
+        printf("\n");
+        h = nl ? nl + 1 : end;
+    }
+    if (q->headers_truncated)
+        printf("(header longer than %d KiB: cut here)\n", ADMIN_QUEUE_HEADER_MAX / 1024);
+    return CLI_OK;
+}
+
+static int cmd_queue_flush(cli_t *c)
+{
+    const char *err = NULL;
+    apr_uint32_t pending = 0;
+    apr_status_t st = admin_queue_flush(c->admin, &pending, &err, c->pool);
+    if (st != APR_SUCCESS) return cli_result(st, err);
+    if (pending == 0)
+        printf("queue is empty: nothing to flush\n");
+    else
+        printf("%u recipient%s due now: postroomd tries %s within seconds\n", pending,
+               pending == 1 ? "" : "s", pending == 1 ? "it" : "them");
+    return CLI_OK;
+}
+
+static int cmd_queue_retry(cli_t *c)
+{
+    const char *err = NULL;
+    apr_status_t st = admin_queue_retry(c->admin, c->args[0], &err, c->pool);
+    if (st != APR_SUCCESS) return cli_queue_result(st, err);
+    printf("message %s due now: postroomd tries it within seconds\n", c->args[0]);
+    return CLI_OK;
+}
+
+static int cmd_queue_delete(cli_t *c)
+{
+    const char *err = NULL;
+    apr_status_t st = admin_queue_delete(c->admin, c->args[0], &err, c->pool);
+    if (st != APR_SUCCESS) return cli_queue_result(st, err);
+    printf("message %s deleted from the queue (its sender was not told)\n", c->args[0]);
+    return CLI_OK;
+}
+
 /* ---- dispatch */
 
 typedef struct cli_cmd_t {
@@ -438,6 +632,11 @@ static const cli_cmd_t cli_cmds[] = {
     {{"list", "show"}, 0, 1, 0, cmd_list_show},
     {{"mailbox", "show"}, 1, 1, 0, cmd_mailbox_show},
     {{"mailbox", "cat"}, 2, 3, 0, cmd_mailbox_cat},
+    {{"queue", "list"}, 0, 0, 0, cmd_queue_list},
+    {{"queue", "show"}, 1, 1, 0, cmd_queue_show},
+    {{"queue", "flush"}, 0, 0, 0, cmd_queue_flush},
+    {{"queue", "retry"}, 1, 1, 0, cmd_queue_retry},
+    {{"queue", "delete"}, 1, 1, 0, cmd_queue_delete},
 };
 
 static int cli_usage_error(const char *fmt, const char *arg)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Helpers for tests/bench/smtp.sh and pop3.sh (Python standard library only,
-Linux /proc).
+"""Helpers for tests/bench/smtp.sh, relay.sh and pop3.sh (Python standard
+library only, Linux /proc).
 
   bench_helper.py freeport                 print a free TCP port on 127.0.0.1
   bench_helper.py tree PID                 print PID and all its descendants
@@ -19,6 +19,15 @@ Linux /proc).
   bench_helper.py waitqueue QDIR TIMEOUT   wait (bounded) until that queue is empty;
                                            exit 1 if it is not empty in time
   bench_helper.py count DIR                number of regular files below DIR
+  bench_helper.py sinkcount FILE           messages an `smtp-sink -c` has received, from
+                                           its stdout FILE (the last "mesg=N")
+  bench_helper.py waitsink FILE N TIMEOUT  wait (bounded) until that count is >= N; print
+                                           "count epoch_seconds" of the moment it was
+                                           seen (polled every 10 ms); exit 1 if not in time
+  bench_helper.py prqueue DB               "pending failed" recipients in postroomd's
+                                           outbound queue (store.db, opened read-only)
+  bench_helper.py waitprqueue DB TIMEOUT   wait (bounded) until none is pending there;
+                                           exit 1 if some still are in time
   bench_helper.py busy                     CPU seconds the whole machine has been busy
                                            (user+nice+system+irq+softirq, /proc/stat)
   bench_helper.py run OUT TIMEOUT CMD...   run CMD (killed after TIMEOUT s); write
@@ -174,6 +183,46 @@ def file_count(d):
     for dirpath, _dirs, files in os.walk(d):
         n += sum(1 for f in files if os.path.isfile(os.path.join(dirpath, f)))
     return n
+
+
+def sink_count(path):
+    """The last "mesg=N" that smtp-sink -c wrote (counters end in CR)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 256))
+            tail = f.read()
+    except OSError:
+        return 0
+    i = tail.rfind(b"mesg=")
+    if i < 0:
+        return 0
+    digits = tail[i + 5:].split(b"\r", 1)[0].split(b"\n", 1)[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+def wait_sink(path, n, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        c = sink_count(path)
+        if c >= n:
+            print(f"{c} {time.time():.3f}")
+            return
+        if time.monotonic() > deadline:
+            print(f"{c} {time.time():.3f}")
+            sys.exit(1)
+        time.sleep(0.01)
+
+
+def pr_queue(db):
+    """(pending, failed) recipients in postroomd's outbound queue."""
+    import sqlite3
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = dict(con.execute("SELECT state, count(*) FROM queue_rcpts GROUP BY state"))
+    finally:
+        con.close()
+    return rows.get(0, 0), rows.get(2, 0)
 
 
 def strace_counts(path):
@@ -342,6 +391,18 @@ def main(argv):
             time.sleep(0.1)
     elif cmd == "count":
         print(file_count(args[0]))
+    elif cmd == "sinkcount":
+        print(sink_count(args[0]))
+    elif cmd == "waitsink":
+        wait_sink(args[0], int(args[1]), float(args[2]))
+    elif cmd == "prqueue":
+        print("%d %d" % pr_queue(args[0]))
+    elif cmd == "waitprqueue":
+        deadline = time.monotonic() + float(args[1])
+        while pr_queue(args[0])[0] != 0:
+            if time.monotonic() > deadline:
+                sys.exit(1)
+            time.sleep(0.1)
     elif cmd == "busy":
         print(f"{machine_busy():.2f}")
     elif cmd == "run":

@@ -70,31 +70,11 @@ BUILD=$ROOT/build/release
 POSTROOMD=$BUILD/service/postroomd
 POSTROOM=$BUILD/admin/postroom
 
-say() { printf '== %s\n' "$*"; }
-warn() { printf '!! %s\n' "$*" >&2; PROBLEMS+=("$*"); }
-die() { printf '!! FATAL: %s\n' "$*" >&2; exit 1; }
+. "$HERE/lib.sh"   # say warn die stop_pid wait_port install_missing postfix_start postfix_stop
 PROBLEMS=()
 
 # ---------------------------------------------------------------- cleanup
 T=""; PR_PID=""; STRACE_PID=""; PF_MASTER=""; PF_CONF=""; CLIENT_PID=""
-stop_pid() { # pid [seconds]: SIGTERM, wait (bounded), then SIGKILL
-  local pid=$1 secs=${2:-30} i
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null
-  for ((i = 0; i < secs * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then warn "pid $pid ignored SIGTERM for ${secs}s; SIGKILL"; kill -KILL "$pid" 2>/dev/null; fi
-  wait "$pid" 2>/dev/null || true
-}
-postfix_stop() {
-  [ -n "$PF_CONF" ] || return 0
-  if [ -n "$PF_MASTER" ] && kill -0 "$PF_MASTER" 2>/dev/null; then
-    postfix -c "$PF_CONF" stop >>"$T/postfix/control.log" 2>&1 || true
-    local i
-    for ((i = 0; i < 300; i++)); do kill -0 "$PF_MASTER" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$PF_MASTER" 2>/dev/null; then stop_pid "$PF_MASTER" 10; fi
-  fi
-  PF_MASTER=""
-}
 cleanup() {
   trap - EXIT INT TERM
   stop_pid "$CLIENT_PID" 10
@@ -112,25 +92,8 @@ trap 'exit 130' INT TERM
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg); NCPU=$(nproc)
 
 # ---------------------------------------------------------------- packages
-install_missing() {
-  local missing="" p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-  done
-  [ -z "$missing" ] && return 0
-  say "installing:$missing"
-  # Keep the package scripts from starting the system's own Postfix.
-  local prc=/usr/sbin/policy-rc.d made_prc=0
-  if [ ! -e $prc ]; then printf '#!/bin/sh\nexit 101\n' >$prc; chmod 755 $prc; made_prc=1; fi
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections 2>/dev/null || true
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
-  local rc=$?
-  [ $made_prc = 1 ] && rm -f $prc
-  return $rc
-}
 install_missing postfix strace swaks python3 build-essential cmake ninja-build pkg-config \
-  libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libldap-dev libcmocka-dev ||
+  libapr1-dev libaprutil1-dev libsqlite3-dev libssl-dev libinih-dev libldap-dev libc-ares-dev libcmocka-dev ||
   die "package installation failed"
 
 T=$(mktemp -d "$BENCH_TMPDIR/postroom-bench.XXXXXX") || die "mktemp failed"
@@ -138,14 +101,6 @@ T=$(cd "$T" && pwd)   # absolute: postfix -c fails silently on a relative path
 chmod 755 "$T"   # the Postfix and Maildir owners must be able to traverse it
 say "temp directory $T ($(df -T "$T" | awk 'NR==2 {print $2}'))"
 
-wait_port() { # port seconds: wait until something accepts on HOST:port
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 # ---------------------------------------------------------------- postroomd
 PR_OK=0
@@ -224,16 +179,6 @@ EOF
 # ---------------------------------------------------------------- Postfix
 PF=$T/postfix; PF_CONF=$PF/etc; PF_Q=$PF/spool; VMAIL=$T/vmail
 VMAIL_UID=65534; VMAIL_GID=65534   # nobody:nogroup owns the Maildirs
-postfix_start() {
-  postfix -c "$PF_CONF" start >>"$PF/control.log" 2>&1 || return 1
-  local i
-  for ((i = 0; i < 100; i++)); do
-    PF_MASTER=$(tr -dc 0-9 <"$PF_Q/pid/master.pid" 2>/dev/null)
-    [ -n "$PF_MASTER" ] && kill -0 "$PF_MASTER" 2>/dev/null && break
-    sleep 0.1
-  done
-  [ -n "$PF_MASTER" ] && wait_port "$PF_PORT" 30
-}
 postfix_restart() { postfix_stop; postfix_start; }
 postfix_wait_empty() { h waitqueue "$PF_Q" "$1"; }   # seconds; 0 when empty in time
 maildir_count() { h count "$VMAIL/example.test/u1/new" 2>/dev/null || echo 0; }
@@ -304,7 +249,7 @@ EOF
   postconf -c "$PF_CONF" -M "$HOST:$PF_PORT/inet = $HOST:$PF_PORT inet n - n - 200 smtpd"
   postconf -c "$PF_CONF" -F '*/*/chroot = n'
   postfix -c "$PF_CONF" check >>"$PF/control.log" 2>&1 || true
-  say "starting Postfix $(postconf -h mail_version) on $HOST:$PF_PORT"
+  say "starting Postfix $(postconf -d -h mail_version) on $HOST:$PF_PORT"
   if ! postfix_start; then
     warn "Postfix did not start:"; tail -15 "$PF/control.log" "$PF/maillog" 2>/dev/null | sed 's/^/   | /' >&2
     return 1
@@ -331,7 +276,7 @@ run_round() { # name port rootpid sessions -> fills R_*[name,sessions]
   local c0 c1 b0 b1 t1 t2 rc wall client acc
   b0=$(h busy); c0=$(h cpu "$pid"); local w0; w0=$(date +%s.%N)
   rm -f "$T/timing"
-  h run "$T/timing" "$ROUND_TIMEOUT" \
+  "$PY" "$HELPER" run "$T/timing" "$ROUND_TIMEOUT" \
     smtp-source -c -l "$MSG_LEN" -m "$MSGS" -s "$s" -f "$SENDER" -t "$RCPT" "$HOST:$port" >"$out" 2>"$err" &
   CLIENT_PID=$!; wait "$CLIENT_PID"; CLIENT_PID=""   # in the background: traps run at once
   t1=$(date +%s.%N); t2=$t1
@@ -425,7 +370,7 @@ idle_mem "$PF_PORT" "$PF_MASTER" postfix && MEM_PF=$MEM_RESULT
 # ---------------------------------------------------------------- summary
 echo
 echo "==================== SMTP benchmark summary ===================="
-echo "machine: $(nproc) cores, $(uname -r); Postfix $(postconf -h mail_version); postroomd $([ $PR_OK = 1 ] && echo "$POSTROOMD" || echo unavailable)"
+echo "machine: $(nproc) cores, $(uname -r); Postfix $(postconf -d -h mail_version); postroomd $([ $PR_OK = 1 ] && echo "$POSTROOMD" || echo unavailable)"
 echo "messages: $MSGS per round, $MSG_LEN-byte body, all to $RCPT (smtp-source cannot vary recipients)"
 echo "rate = accepted / smtp-source wall time; CPU = server process tree utime+stime (incl. reaped children)"
 echo "Postfix CPU includes delivery to Maildir (the round waits for an empty queue); accept-only CPU is not separable"

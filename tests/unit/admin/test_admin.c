@@ -1,5 +1,6 @@
 /* Unit tests for the admin operations: what they accept, what they refuse
- * and the one-line messages they give a human, and mailbox show. */
+ * and the one-line messages they give a human, mailbox show, and the
+ * outbound queue (list, show, flush, retry, delete). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -376,6 +377,255 @@ static void test_shared_handles(void **state)
     dir_close(d);
 }
 
+/* ---- the outbound queue */
+
+static store_body_t *make_body(store_t *st, const char *text, apr_pool_t *p)
+{
+    store_body_t *b;
+    assert_int_equal(store_body_create(&b, st, p), APR_SUCCESS);
+    assert_int_equal(store_body_append(b, text, strlen(text)), APR_SUCCESS);
+    return b;
+}
+
+/* Queue a message for the given remote recipients, as SMTP would. */
+static void queue_message(store_t *st, const char *sender, const char *const *rcpts, int n,
+                          const char *body, apr_pool_t *p)
+{
+    store_delivery_t d = {0};
+    d.sender = sender;
+    d.body = make_body(st, body, p);
+    d.n_remote = n;
+    d.remote = rcpts;
+    d.remote_prefix = "Received: from client.example.net by mail.example.test\r\n";
+    d.remote_prefix_len = strlen(d.remote_prefix);
+    assert_int_equal(store_deliver(st, &d, NULL, p), APR_SUCCESS);
+}
+
+static const store_qmsg_t *queue_find(apr_array_header_t *msgs, apr_int64_t id)
+{
+    for (int i = 0; i < msgs->nelts; i++)
+        if (APR_ARRAY_IDX(msgs, i, const store_qmsg_t *)->id == id)
+            return APR_ARRAY_IDX(msgs, i, const store_qmsg_t *);
+    return NULL;
+}
+
+static void test_queue_errors(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    apr_array_header_t *msgs;
+    admin_qmsg_t *q;
+    apr_uint32_t pending = 99;
+
+    /* An empty queue: a fresh store, nothing to do, no error. */
+    EXPECT_OK(admin_queue_list(f->a, &msgs, &err_, p));
+    assert_int_equal(msgs->nelts, 0);
+    EXPECT_OK(admin_queue_flush(f->a, &pending, &err_, p));
+    assert_int_equal(pending, 0);
+    EXPECT_OK(admin_queue_flush(f->a, NULL, &err_, p));
+
+    static const char *const bad[] = {
+        "", "abc", "0", "-1", "+1", "1 ", " 1", "1x", "0x10", "1.5", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *msg = apr_psprintf(
+            p, "invalid queue ID '%s' (expected a number, as in the queue list)", bad[i]);
+        EXPECT_ERR(admin_queue_show(f->a, bad[i], &q, &err_, p), PR_EINVAL, msg);
+        EXPECT_ERR(admin_queue_retry(f->a, bad[i], &err_, p), PR_EINVAL, msg);
+        EXPECT_ERR(admin_queue_delete(f->a, bad[i], &err_, p), PR_EINVAL, msg);
+    }
+    EXPECT_ERR(admin_queue_retry(f->a, NULL, &err_, p), PR_EINVAL,
+               "invalid queue ID '' (expected a number, as in the queue list)");
+    static const char unknown[] =
+        "no message with ID 42 in the queue (delivered, bounced or deleted meanwhile?)";
+    EXPECT_ERR(admin_queue_show(f->a, "42", &q, &err_, p), PR_ENOTFOUND, unknown);
+    EXPECT_ERR(admin_queue_retry(f->a, "42", &err_, p), PR_ENOTFOUND, unknown);
+    EXPECT_ERR(admin_queue_delete(f->a, "42", &err_, p), PR_ENOTFOUND, unknown);
+    EXPECT_ERR(admin_queue_show(f->a, "9223372036854775807", &q, &err_, p), PR_ENOTFOUND,
+               "no message with ID 9223372036854775807 in the queue (delivered, bounced or "
+               "deleted meanwhile?)");
+}
+
+static void test_queue_ops(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    apr_array_header_t *msgs;
+    admin_qmsg_t *q;
+    apr_uint32_t pending;
+    const store_qmsg_t *m;
+
+    /* The CLI's case: the queue written by another store handle (the
+     * daemon's), read and changed through the admin's own. */
+    store_t *st;
+    store_options_t so = {0};
+    so.data_dir = f->dir;
+    assert_int_equal(store_open(&st, &so, p), APR_SUCCESS);
+
+    apr_time_t before = apr_time_now();
+    static const char *const two[] = {"bob@remote.test", "carol@other.test"};
+    static const char *const one[] = {"postmaster@remote.test"};
+    queue_message(st, "alice@example.test", two, 2,
+                  "From: Alice <alice@example.test>\r\nSubject: trip\r\n\r\nhello\r\n", p);
+    queue_message(st, "", one, 1, "Subject: Undelivered\r\n\r\nreport\r\n", p);
+
+    EXPECT_OK(admin_queue_list(f->a, &msgs, &err_, p));
+    assert_int_equal(msgs->nelts, 2);
+    const store_qmsg_t *m1 = APR_ARRAY_IDX(msgs, 0, const store_qmsg_t *);
+    const store_qmsg_t *m2 = APR_ARRAY_IDX(msgs, 1, const store_qmsg_t *);
+    assert_true(m1->id > 0 && m2->id > m1->id); /* oldest first */
+    assert_string_equal(m1->sender, "alice@example.test");
+    assert_string_equal(m2->sender, "");
+    assert_true(m1->created >= before && m1->created <= apr_time_now());
+    assert_int_equal(m1->size, (apr_off_t)(strlen("Received: from client.example.net by "
+                                                  "mail.example.test\r\n") +
+                                           strlen("From: Alice <alice@example.test>\r\n"
+                                                  "Subject: trip\r\n\r\nhello\r\n")));
+    assert_int_equal(m1->rcpts->nelts, 2);
+    const store_qrcpt_t *r = &APR_ARRAY_IDX(m1->rcpts, 0, store_qrcpt_t);
+    assert_string_equal(r->address, "bob@remote.test");
+    assert_int_equal(r->state, STORE_Q_PENDING);
+    assert_int_equal(r->attempts, 0);
+    assert_string_equal(r->last_reply, "");
+    const char *id1 = apr_psprintf(p, "%" APR_INT64_T_FMT, m1->id);
+    const char *id2 = apr_psprintf(p, "%" APR_INT64_T_FMT, m2->id);
+    apr_int64_t qid1 = m1->id;
+
+    /* Show: the same, with the header as it will be sent. */
+    EXPECT_OK(admin_queue_show(f->a, id1, &q, &err_, p));
+    assert_int_equal(q->msg->id, qid1);
+    assert_int_equal(q->msg->rcpts->nelts, 2);
+    assert_string_equal(q->headers, "Received: from client.example.net by mail.example.test\r\n"
+                                    "From: Alice <alice@example.test>\r\nSubject: trip\r\n");
+    assert_int_equal(q->headers_len, strlen(q->headers));
+    assert_false(q->headers_truncated);
+
+    /* The daemon's attempts: both deferred an hour, one after 2 tries. */
+    apr_time_t later = apr_time_now() + apr_time_from_sec(3600);
+    store_qresult_t res[] = {
+        {APR_ARRAY_IDX(m1->rcpts, 0, store_qrcpt_t).id, STORE_Q_PENDING, later,
+         "451 4.4.3 DNS lookup failed", 1, 0},
+        {APR_ARRAY_IDX(m1->rcpts, 1, store_qrcpt_t).id, STORE_Q_PENDING, later, "421 4.3.2 busy", 1,
+         0},
+        {APR_ARRAY_IDX(m2->rcpts, 0, store_qrcpt_t).id, STORE_Q_PENDING, later, "451 later", 1, 0},
+    };
+    assert_int_equal(store_queue_update(st, res, 3, NULL, 0), APR_SUCCESS);
+    assert_int_equal(store_queue_update(st, res, 1, NULL, 0), APR_SUCCESS);
+    EXPECT_OK(admin_queue_list(f->a, &msgs, &err_, p));
+    m = queue_find(msgs, qid1);
+    assert_non_null(m);
+    r = &APR_ARRAY_IDX(m->rcpts, 0, store_qrcpt_t);
+    assert_int_equal(r->attempts, 2);
+    assert_string_equal(r->last_reply, "451 4.4.3 DNS lookup failed");
+    assert_true(r->next_attempt == later);
+
+    /* Retry one message: its recipients due now, the other untouched. */
+    EXPECT_OK(admin_queue_retry(f->a, id1, &err_, p));
+    apr_time_t now = apr_time_now();
+    EXPECT_OK(admin_queue_list(f->a, &msgs, &err_, p));
+    m = queue_find(msgs, qid1);
+    for (int i = 0; i < m->rcpts->nelts; i++)
+        assert_true(APR_ARRAY_IDX(m->rcpts, i, store_qrcpt_t).next_attempt <= now);
+    m = queue_find(msgs, m2->id);
+    assert_true(APR_ARRAY_IDX(m->rcpts, 0, store_qrcpt_t).next_attempt == later);
+
+    /* Flush: everything due now. */
+    EXPECT_OK(admin_queue_flush(f->a, &pending, &err_, p));
+    assert_int_equal(pending, 3);
+    now = apr_time_now();
+    EXPECT_OK(admin_queue_list(f->a, &msgs, &err_, p));
+    for (int i = 0; i < msgs->nelts; i++) {
+        m = APR_ARRAY_IDX(msgs, i, const store_qmsg_t *);
+        for (int j = 0; j < m->rcpts->nelts; j++)
+            assert_true(APR_ARRAY_IDX(m->rcpts, j, store_qrcpt_t).next_attempt <= now);
+    }
+
+    /* A finished recipient is still listed beside a pending one. */
+    store_qresult_t done = {
+        APR_ARRAY_IDX(m1->rcpts, 1, store_qrcpt_t).id, STORE_Q_DELIVERED, 0, "250 2.0.0 ok", 1, 0};
+    assert_int_equal(store_queue_update(st, &done, 1, NULL, 0), APR_SUCCESS);
+    EXPECT_OK(admin_queue_show(f->a, id1, &q, &err_, p));
+    assert_int_equal(APR_ARRAY_IDX(q->msg->rcpts, 1, store_qrcpt_t).state, STORE_Q_DELIVERED);
+    EXPECT_OK(admin_queue_flush(f->a, &pending, &err_, p));
+    assert_int_equal(pending, 2);
+
+    /* Delete: gone, without a bounce (no mail for alice appears). */
+    EXPECT_OK(admin_queue_delete(f->a, id1, &err_, p));
+    EXPECT_OK(admin_queue_list(f->a, &msgs, &err_, p));
+    assert_int_equal(msgs->nelts, 1);
+    assert_null(queue_find(msgs, qid1));
+    const char *gone = apr_psprintf(p,
+                                    "no message with ID %s in the queue (delivered, bounced or "
+                                    "deleted meanwhile?)",
+                                    id1);
+    EXPECT_ERR(admin_queue_delete(f->a, id1, &err_, p), PR_ENOTFOUND, gone);
+    EXPECT_ERR(admin_queue_retry(f->a, id1, &err_, p), PR_ENOTFOUND, gone);
+    EXPECT_ERR(admin_queue_show(f->a, id1, &q, &err_, p), PR_ENOTFOUND, gone);
+    store_reader_t *rd;
+    apr_pool_t *rp;
+    apr_pool_create(&rp, p);
+    assert_int_equal(store_reader_open(&rd, st, rp), APR_SUCCESS);
+    apr_array_header_t *folders;
+    assert_int_equal(store_folders_list(rd, "alice@example.test", &folders, rp), APR_SUCCESS);
+    assert_int_equal(folders->nelts, 0);
+    apr_pool_destroy(rp);
+
+    EXPECT_OK(admin_queue_delete(f->a, id2, &err_, p));
+    EXPECT_OK(admin_queue_list(f->a, &msgs, &err_, p));
+    assert_int_equal(msgs->nelts, 0);
+    store_close(st);
+}
+
+/* The header part of show: a message that is all header, and one whose
+ * header is longer than the limit. */
+static void test_queue_show_headers(void **state)
+{
+    fixture_t *f = *state;
+    apr_pool_t *p = f->pool;
+    apr_array_header_t *msgs;
+    admin_qmsg_t *q;
+    store_t *st;
+    store_options_t so = {0};
+    so.data_dir = f->dir;
+    so.no_writer = 1;
+    assert_int_equal(store_open(&st, &so, p), APR_SUCCESS);
+    static const char *const one[] = {"bob@remote.test"};
+    static const char prefix[] = "Received: from client.example.net by mail.example.test\r\n";
+
+    queue_message(st, "a@example.test", one, 1, "Subject: only a header\r\n", p);
+    queue_message(st, "a@example.test", one, 1, "\r\nno header at all\r\n", p);
+    char *big = apr_palloc(p, 100 * 1024);
+    apr_size_t len = 0;
+    while (len < 80 * 1024)
+        len += (apr_size_t)sprintf(big + len, "X-Pad-%05zu: %080d\r\n", len, 0);
+    strcpy(big + len, "\r\nbody\r\n");
+    queue_message(st, "a@example.test", one, 1, big, p);
+
+    EXPECT_OK(admin_queue_list(f->a, &msgs, &err_, p));
+    assert_int_equal(msgs->nelts, 3);
+    const char *ids[3];
+    for (int i = 0; i < 3; i++)
+        ids[i] =
+            apr_psprintf(p, "%" APR_INT64_T_FMT, APR_ARRAY_IDX(msgs, i, const store_qmsg_t *)->id);
+
+    EXPECT_OK(admin_queue_show(f->a, ids[0], &q, &err_, p));
+    assert_string_equal(q->headers, apr_pstrcat(p, prefix, "Subject: only a header\r\n", NULL));
+    assert_false(q->headers_truncated);
+
+    EXPECT_OK(admin_queue_show(f->a, ids[1], &q, &err_, p));
+    assert_string_equal(q->headers, prefix);
+    assert_false(q->headers_truncated);
+
+    EXPECT_OK(admin_queue_show(f->a, ids[2], &q, &err_, p));
+    assert_true(q->headers_truncated);
+    assert_true(q->headers_len <= ADMIN_QUEUE_HEADER_MAX);
+    assert_true(q->headers_len > ADMIN_QUEUE_HEADER_MAX - 200);
+    assert_int_equal(strlen(q->headers), q->headers_len);
+    assert_memory_equal(q->headers, prefix, strlen(prefix));
+    assert_memory_equal(q->headers + q->headers_len - 2, "\r\n", 2); /* whole lines only */
+    assert_memory_equal(q->headers + strlen(prefix), big, q->headers_len - strlen(prefix));
+    store_close(st);
+}
+
 int main(void)
 {
     apr_initialize();
@@ -389,6 +639,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mailbox_show_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(test_user_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_handles, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_ops, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_queue_show_headers, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     apr_pool_destroy(g_pool);
