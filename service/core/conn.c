@@ -163,6 +163,9 @@ static apr_status_t mem_cleanup(void *data)
 /* ---- the OpenSSL BIO over a transport */
 
 static BIO_METHOD *conn_bio_method;
+/* One flag for the server and the client side: a process doing both (a
+ * postroomd that receives and relays) must make the method once. */
+static CRYPTO_ONCE conn_bio_once = CRYPTO_ONCE_STATIC_INIT;
 
 static int conn_bio_write(BIO *b, const char *data, int len)
 {
@@ -523,8 +526,8 @@ apr_status_t pr_conn_printf(pr_conn_t *c, const char *fmt, ...)
 
 apr_status_t pr_conn_start_tls(pr_conn_t *c, pr_tls_ctx_t *tls)
 {
-    static CRYPTO_ONCE bio_once = CRYPTO_ONCE_STATIC_INIT;
-    if (!CRYPTO_THREAD_run_once(&bio_once, conn_bio_init_once) || !conn_bio_method) return PR_ETLS;
+    if (!CRYPTO_THREAD_run_once(&conn_bio_once, conn_bio_init_once) || !conn_bio_method)
+        return PR_ETLS;
     apr_status_t st = pr_conn_flush(c);
     if (st != APR_SUCCESS) return st;
     SSL *ssl = SSL_new(pr_tls_ctx_ssl(tls));
@@ -551,9 +554,9 @@ apr_status_t pr_conn_start_tls(pr_conn_t *c, pr_tls_ctx_t *tls)
 
 apr_status_t pr_conn_start_tls_client(pr_conn_t *c, pr_tls_ctx_t *tls, const char *server_name)
 {
-    static CRYPTO_ONCE bio_once = CRYPTO_ONCE_STATIC_INIT;
     c->tls_err[0] = '\0';
-    if (!CRYPTO_THREAD_run_once(&bio_once, conn_bio_init_once) || !conn_bio_method) return PR_ETLS;
+    if (!CRYPTO_THREAD_run_once(&conn_bio_once, conn_bio_init_once) || !conn_bio_method)
+        return PR_ETLS;
     apr_status_t st = pr_conn_flush(c);
     if (st != APR_SUCCESS) return st;
     SSL *ssl = SSL_new(pr_tls_ctx_ssl(tls));

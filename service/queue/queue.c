@@ -31,6 +31,7 @@
 
 #define QUEUE_BODY_CHUNK 65536
 #define QUEUE_SMARTHOST_KEY "" /* the one destination when relaying */
+#define QUEUE_SESSION_LINGER apr_time_from_msec(1000)
 
 typedef struct queue_job_t {
     struct queue_job_t *next;
@@ -68,6 +69,8 @@ struct queue_t {
      * again (a second delivery). */
     apr_hash_t *inflight;
     apr_uint64_t finished; /* stamps: finished jobs so far */
+    int waiting;           /* jobs in the destinations' FIFOs */
+    int low_water;         /* the scheduler reads again below this many */
     int kicked, stopping;
     apr_thread_t *scheduler;
     apr_thread_t **workers;
@@ -104,13 +107,15 @@ static void queue_dest_gc(queue_t *q, const char *key)
     }
 }
 
-static queue_job_t *queue_pop(queue_dest_t *d)
+/* Under q->mu. A backlog running low wakes the scheduler. */
+static queue_job_t *queue_pop(queue_t *q, queue_dest_t *d)
 {
     queue_job_t *j = d->head;
     if (j) {
         d->head = j->next;
         if (!d->head) d->tail = NULL;
         j->next = NULL;
+        if (q->waiting-- == q->low_water) apr_thread_cond_signal(q->wake);
     }
     return j;
 }
@@ -185,40 +190,6 @@ typedef struct queue_outcome_t {
     int relayed;            /* 2xx to a peer that does not take DSN requests */
 } queue_outcome_t;
 
-/* Where a report to sender goes: the bounce delivery for it (sender "",
- * local mailboxes and remote addresses). PR_ENOTFOUND: nowhere (an unknown
- * local address); PR_ETEMPFAIL. */
-static apr_status_t queue_dsn_route(queue_t *q, const char *sender, store_delivery_t *d,
-                                    apr_pool_t *pool)
-{
-    const char *norm = dir_address_normalize(sender, pool);
-    if (!norm) return PR_ENOTFOUND;
-    apr_status_t st = dir_domain_is_local(q->dir, queue_domain(norm));
-    if (st == PR_ENOTFOUND) {
-        const char **remote = apr_palloc(pool, sizeof(*remote));
-        remote[0] = sender;
-        d->n_remote = 1;
-        d->remote = remote;
-        return APR_SUCCESS;
-    }
-    if (st != APR_SUCCESS) return st;
-    dir_result_t *r;
-    if ((st = dir_resolve(q->dir, norm, &r, pool)) != APR_SUCCESS) return st;
-    store_local_rcpt_t *local =
-        apr_pcalloc(pool, sizeof(*local) * (apr_size_t)(r->mailboxes->nelts + 1));
-    static const char prefix[] = "Return-Path: <>\r\n";
-    for (int i = 0; i < r->mailboxes->nelts; i++) {
-        local[i].user = APR_ARRAY_IDX(r->mailboxes, i, const char *);
-        local[i].prefix = prefix;
-        local[i].prefix_len = sizeof(prefix) - 1;
-    }
-    d->n_local = r->mailboxes->nelts;
-    d->local = local;
-    d->n_remote = r->external->nelts;
-    d->remote = (const char *const *)r->external->elts;
-    return d->n_local + d->n_remote ? APR_SUCCESS : PR_ENOTFOUND;
-}
-
 /* Record what happened to each recipient of job, with the report the
  * sender asked for, in one store transaction. */
 static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *out,
@@ -291,7 +262,7 @@ static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *ou
     store_delivery_t dsn = {0};
     int n_dsn = 0;
     if (n_rep) {
-        apr_status_t st = queue_dsn_route(q, m->sender, &dsn, pool);
+        apr_status_t st = bounce_route(q->dir, m->sender, &dsn, pool);
         store_stream_t *orig = NULL;
         if (st == APR_SUCCESS) {
             bounce_t b = {0};
@@ -436,7 +407,7 @@ static void queue_send(queue_t *q, smtp_client_t *cl, const char *host, queue_jo
 static queue_job_t *queue_take(queue_t *q, const char *key)
 {
     queue_dest_t *d = queue_dest(q, key, 0);
-    return d ? queue_pop(d) : NULL;
+    return d ? queue_pop(q, d) : NULL;
 }
 
 /* The job is finished: its recipients are free again, its memory goes. */
@@ -460,10 +431,10 @@ typedef struct queue_host_t {
 static void queue_deliver(queue_t *q, queue_job_t *job)
 {
     const pr_config_t *cfg = q->cfg;
-    const char *key = job->dest;
     int relay = *cfg->outbound.smarthost != '\0';
     apr_pool_t *pool; /* the connection's: outlives the jobs it carries */
     apr_pool_create(&pool, NULL);
+    const char *key = apr_pstrdup(pool, job->dest); /* the job's memory goes with it */
     store_reader_t *reader;
     if (store_reader_open(&reader, q->store, pool) != APR_SUCCESS) {
         queue_record_all(q, job, 451, "451 4.3.0 Mail store unavailable", NULL, NULL);
@@ -584,8 +555,16 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
         queue_job_done(q, job);
         job = NULL;
         if (!smtp_client_usable(cl)) break;
+        /* Keep the session a moment for the next message to the same
+         * place (as Postfix's connection cache does): a new session costs
+         * a handshake, often TLS. */
+        apr_time_t until = apr_time_now() + QUEUE_SESSION_LINGER;
         apr_thread_mutex_lock(q->mu);
-        if (!q->stopping) job = queue_take(q, key);
+        while (!q->stopping && !(job = queue_take(q, key))) {
+            apr_interval_time_t left = until - apr_time_now();
+            if (left <= 0) break;
+            apr_thread_cond_timedwait(q->work, q->mu, left);
+        }
         apr_thread_mutex_unlock(q->mu);
         if (job && smtp_client_reset(cl) != APR_SUCCESS) {
             /* The session broke between messages: put the job back. */
@@ -593,8 +572,9 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
             queue_dest_t *d = queue_dest(q, key, 1);
             job->next = d->head;
             d->head = job;
+            q->waiting++;
             if (!d->tail) d->tail = job;
-            apr_thread_cond_signal(q->work);
+            apr_thread_cond_broadcast(q->work);
             apr_thread_mutex_unlock(q->mu);
             job = NULL;
         }
@@ -614,7 +594,7 @@ static void *APR_THREAD_FUNC queue_worker_main(apr_thread_t *t, void *data)
              hi = apr_hash_next(hi)) {
             queue_dest_t *d = apr_hash_this_val(hi);
             if (d->head && d->active < per_dest) {
-                job = queue_pop(d);
+                job = queue_pop(q, d);
                 d->active++;
                 q->stats.active++;
             }
@@ -634,7 +614,9 @@ static void *APR_THREAD_FUNC queue_worker_main(apr_thread_t *t, void *data)
         queue_dest_gc(q, keybuf);
     }
     apr_thread_mutex_unlock(q->mu);
-    apr_thread_exit(t, APR_SUCCESS);
+    /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips
+     * ASan's thread teardown (as in store/writer.c). */
+    (void)t;
     return NULL;
 }
 
@@ -695,6 +677,7 @@ static int queue_plan(queue_t *q, apr_array_header_t *msgs, apr_uint64_t read, a
             else
                 d->head = j;
             d->tail = j;
+            q->waiting++;
             made++;
         }
     }
@@ -713,11 +696,18 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
     apr_thread_mutex_lock(q->mu);
     while (!q->stopping) {
         apr_time_t now = apr_time_now();
+        /* Read when something may be due, and only while the workers'
+         * backlog is short: each read costs up to QUEUE_BATCH_MAX rows,
+         * mostly of recipients under way already. */
+        if (q->waiting >= q->low_water) {
+            apr_thread_cond_timedwait(q->wake, q->mu, QUEUE_POLL_INTERVAL);
+            continue;
+        }
         if (!q->kicked && (next == 0 || next > now)) {
             apr_interval_time_t wait = QUEUE_POLL_INTERVAL;
             if (next && next - now < wait) wait = next - now;
-            apr_thread_cond_timedwait(q->wake, q->mu, wait);
-            if (q->stopping) break;
+            apr_thread_cond_timedwait(q->wake, q->mu, wait); /* then look anyway */
+            if (q->stopping || q->waiting >= q->low_water) continue;
         }
         q->kicked = 0;
         const apr_uint64_t read = q->finished; /* what this read reflects at least */
@@ -742,7 +732,9 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
     }
     apr_thread_mutex_unlock(q->mu);
     apr_pool_destroy(pool);
-    apr_thread_exit(t, APR_SUCCESS);
+    /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips
+     * ASan's thread teardown (as in store/writer.c). */
+    (void)t;
     return NULL;
 }
 
@@ -818,6 +810,7 @@ apr_status_t queue_start(queue_t *q)
 {
     apr_status_t st;
     q->n_workers = q->cfg->outbound.max_connections;
+    q->low_water = 2 * q->n_workers;
     q->workers = apr_pcalloc(q->pool, sizeof(*q->workers) * (apr_size_t)q->n_workers);
     for (int i = 0; i < q->n_workers; i++)
         if ((st = apr_thread_create(&q->workers[i], NULL, queue_worker_main, q, q->pool)) !=
@@ -854,7 +847,7 @@ void queue_stop(queue_t *q)
         void *k = (void *)apr_hash_this_key(hi);
         queue_dest_t *d = apr_hash_this_val(hi);
         hi = apr_hash_next(hi);
-        for (queue_job_t *j; (j = queue_pop(d));)
+        for (queue_job_t *j; (j = queue_pop(q, d));)
             apr_pool_destroy(j->pool);
         apr_hash_set(q->dests, k, APR_HASH_KEY_STRING, NULL);
         free(k);

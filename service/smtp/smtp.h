@@ -13,6 +13,9 @@
 #include "service/store/store.h"
 
 #define SMTP_MAX_ERRORS_DEFAULT 10
+/* RFC 5321 6.3: a message with this many Received: fields is looping; it
+ * is refused at the end of the data with 554 5.4.6 and nothing is stored. */
+#define SMTP_MAX_HOPS 100
 
 typedef enum {
     SMTP_SERVICE_MX = 0,     /* port 25: receive for local domains, relay_networks */
@@ -28,13 +31,18 @@ typedef struct smtp_service_t {
 } smtp_service_t;
 
 /* penalty: failed AUTH per client address, shared with the other protocols
- * so that guessing over POP3 and SMTP counts together. */
+ * so that guessing over POP3 and SMTP counts together. The server counts,
+ * per authenticated user and UTC calendar day, the outside recipients
+ * relayed ([outbound] max_recipients_per_day; past it RCPT gets 450 4.7.1,
+ * and the first refusal of the day is logged as a warning). The counts
+ * are in memory: a restart forgets them. */
 apr_status_t smtp_server_create(smtp_server_t **srv_r, const pr_config_t *cfg, dir_t *dir,
                                 store_t *store, pr_tls_t *tls, pr_penalty_t *penalty,
                                 apr_pool_t *pool);
 /* The outbound queue's kick: called once mail for remote recipients is
  * queued (domain NULL), and for ETRN (RFC 1985) with the domain asked
- * for. Without it queued mail waits for the queue's next look. */
+ * for (lower case), when that domain has pending recipients. Without it
+ * queued mail waits for the queue's next look, and ETRN answers 458. */
 typedef void (*smtp_queue_kick_fn)(void *ctx, const char *domain);
 void smtp_server_set_queue(smtp_server_t *srv, smtp_queue_kick_fn kick, void *ctx);
 

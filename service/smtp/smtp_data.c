@@ -1,5 +1,6 @@
 /* DATA/BDAT content decoding: RFC 5321 4.5.2 dot transparency and the
- * CRLF.CRLF terminator, RFC 3030 chunks; bare CR/LF flagged (CVE-2023-51764).
+ * CRLF.CRLF terminator, RFC 3030 chunks; bare CR/LF flagged (CVE-2023-51764);
+ * 8-bit octets noted (RFC 6152) for the relayed copy's BODY=8BITMIME.
  * Runs of ordinary bytes are handed to the sink without copying. */
 #include "service/smtp/smtp_data.h"
 
@@ -22,6 +23,8 @@ static void data_emit(smtp_data_t *d, const char *p, apr_size_t n)
 {
     if (n == 0) return;
     d->last_lf = p[n - 1] == '\n';
+    for (apr_size_t i = 0; i < n && !d->eightbit; i++)
+        d->eightbit = (unsigned char)p[i] >= 0x80;
     if (d->too_big) return;
     if (d->size + (apr_off_t)n > d->limit) {
         d->too_big = 1;

@@ -13,13 +13,15 @@
 typedef apr_status_t (*smtp_data_sink_fn)(void *ctx, const char *data, apr_size_t len);
 
 typedef struct smtp_data_t {
-    int dot;            /* DATA (dot transparency) vs BDAT */
+    int dot; /* DATA (dot transparency) vs BDAT */
     int state;
-    int bare;           /* saw a bare CR or LF */
-    int done;           /* DATA: the terminating CRLF.CRLF was consumed */
-    int last_lf;        /* BDAT: the output so far ends in LF (or is empty) */
-    apr_off_t size;     /* octets handed to the sink */
-    apr_off_t limit;    /* beyond this the sink gets nothing more */
+    int bare;        /* saw a bare CR or LF */
+    int done;        /* DATA: the terminating CRLF.CRLF was consumed */
+    int last_lf;     /* BDAT: the output so far ends in LF (or is empty) */
+    int eightbit;    /* the content holds an octet above 127 (RFC 6152: the
+                        next hop must take 8BITMIME) */
+    apr_off_t size;  /* octets handed to the sink */
+    apr_off_t limit; /* beyond this the sink gets nothing more */
     int too_big;
     apr_status_t sink_status;
     smtp_data_sink_fn sink;

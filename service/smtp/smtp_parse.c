@@ -1,7 +1,8 @@
 /* SMTP command line parser: RFC 5321 4.1.1 commands and 4.1.2 syntax
  * (esmtp-param), 4.5.3.1.4 line limits, RFC 1870 SIZE, RFC 6152 BODY,
  * RFC 3030 BDAT, RFC 6531 3.4 SMTPUTF8, RFC 4954 4 AUTH and 5 AUTH=,
- * RFC 3461 4 xtext, RFC 3463 enhanced codes in every refusal. It decides
+ * RFC 3461 4 DSN parameters and xtext, RFC 1985 ETRN, RFC 3463 enhanced
+ * codes in every refusal. It decides
  * syntax only; what is allowed in which state is the session's business. */
 #include "service/smtp/smtp_parse.h"
 #include "service/core/status.h"
@@ -23,6 +24,7 @@ static const struct {
     {"HELP", SMTP_CMD_HELP}, {"VRFY", SMTP_CMD_VRFY},         {"EXPN", SMTP_CMD_EXPN},
     {"AUTH", SMTP_CMD_AUTH}, {"STARTTLS", SMTP_CMD_STARTTLS}, {"SEND", SMTP_CMD_SEND},
     {"SOML", SMTP_CMD_SOML}, {"SAML", SMTP_CMD_SAML},         {"TURN", SMTP_CMD_TURN},
+    {"ETRN", SMTP_CMD_ETRN},
 };
 
 smtp_verb_e smtp_parse_verb(const char *line, apr_size_t len)
@@ -132,23 +134,92 @@ static int smtp_keyword_char(char c, int first)
            (!first && c == '-');
 }
 
-enum { P_SIZE = 1, P_BODY = 2, P_SMTPUTF8 = 4, P_AUTH = 8 };
+enum {
+    P_SIZE = 1,
+    P_BODY = 2,
+    P_SMTPUTF8 = 4,
+    P_AUTH = 8,
+    P_RET = 16,
+    P_ENVID = 32,
+    P_NOTIFY = 64,
+    P_ORCPT = 128
+};
 
-/* One MAIL parameter, keyword (kn bytes) and value (NULL if no '='). */
-static apr_status_t smtp_mail_param(smtp_cmd_t *cmd, const char *kw, apr_size_t kn, const char *val,
-                                    apr_size_t vn, unsigned *seen, const smtp_parse_opts_t *opts,
-                                    const char **reply_r, apr_pool_t *pool)
+/* Decoded DSN text (RFC 3461 4.2, 4.4): printable US-ASCII only, since it
+ * ends up in the fields of a report. */
+static int smtp_printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) return 0;
+    return 1;
+}
+
+/* NOTIFY="NEVER" / 1#("SUCCESS" / "FAILURE" / "DELAY") (RFC 3461 4.1). */
+static int smtp_notify(const char *val, apr_size_t vn, unsigned *notify_r)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } items[] = {{"NEVER", SMTP_DSN_NEVER},
+                 {"SUCCESS", SMTP_DSN_SUCCESS},
+                 {"FAILURE", SMTP_DSN_FAILURE},
+                 {"DELAY", SMTP_DSN_DELAY}};
+    unsigned notify = 0;
+    const char *p = val, *end = val + vn;
+    for (;;) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        apr_size_t n = (apr_size_t)((comma ? comma : end) - p);
+        unsigned bit = 0;
+        for (size_t i = 0; i < sizeof(items) / sizeof(items[0]); i++)
+            if (strlen(items[i].name) == n && strncasecmp(p, items[i].name, n) == 0)
+                bit = items[i].bit;
+        if (!bit || (notify & bit)) return 0; /* unknown, empty or repeated */
+        notify |= bit;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    if ((notify & SMTP_DSN_NEVER) && notify != SMTP_DSN_NEVER) return 0;
+    *notify_r = notify;
+    return 1;
+}
+
+/* ORCPT=addr-type ";" xtext (RFC 3461 4.2); addr-type is an RFC 822 atom. */
+static const char *smtp_orcpt(const char *val, apr_size_t vn, apr_pool_t *pool)
+{
+    const char *semi = memchr(val, ';', vn);
+    if (!semi || semi == val) return NULL;
+    for (const char *t = val; t < semi; t++)
+        if (strchr("()<>@,;:\\\".[]", *t)) return NULL;
+    const char *addr =
+        smtp_xtext_decode(apr_pstrmemdup(pool, semi + 1, vn - (apr_size_t)(semi + 1 - val)), pool);
+    if (!addr || !*addr || !smtp_printable(addr)) return NULL;
+    return apr_pstrcat(pool, apr_pstrmemdup(pool, val, (apr_size_t)(semi - val)), ";", addr, NULL);
+}
+
+/* One MAIL or RCPT parameter, keyword (kn bytes) and value (NULL if no '='). */
+static apr_status_t smtp_param(smtp_cmd_t *cmd, int mail, const char *kw, apr_size_t kn,
+                               const char *val, apr_size_t vn, unsigned *seen,
+                               const smtp_parse_opts_t *opts, const char **reply_r,
+                               apr_pool_t *pool)
 {
     unsigned bit = 0;
 #define SMTP_KW(s) (kn == sizeof(s) - 1 && strncasecmp(kw, s, kn) == 0)
-    if (SMTP_KW("SIZE"))
+    if (mail && SMTP_KW("SIZE"))
         bit = P_SIZE;
-    else if (SMTP_KW("BODY"))
+    else if (mail && SMTP_KW("BODY"))
         bit = P_BODY;
-    else if (SMTP_KW("SMTPUTF8") && opts->smtputf8)
+    else if (mail && SMTP_KW("SMTPUTF8") && opts->smtputf8)
         bit = P_SMTPUTF8;
-    else if (SMTP_KW("AUTH") && opts->auth)
+    else if (mail && SMTP_KW("AUTH") && opts->auth)
         bit = P_AUTH;
+    else if (mail && SMTP_KW("RET") && opts->dsn)
+        bit = P_RET;
+    else if (mail && SMTP_KW("ENVID") && opts->dsn)
+        bit = P_ENVID;
+    else if (!mail && SMTP_KW("NOTIFY") && opts->dsn)
+        bit = P_NOTIFY;
+    else if (!mail && SMTP_KW("ORCPT") && opts->dsn)
+        bit = P_ORCPT;
 #undef SMTP_KW
     if (!bit) {
         *reply_r = apr_psprintf(pool, "555 5.5.4 Unsupported parameter %.*s", (int)kn, kw);
@@ -186,13 +257,39 @@ static apr_status_t smtp_mail_param(smtp_cmd_t *cmd, const char *kw, apr_size_t 
         if (!cmd->auth) return smtp_fail(reply_r, "501 5.5.4 Bad AUTH parameter");
         break;
     }
+    case P_RET:
+        if (val && vn == 4 && strncasecmp(val, "FULL", 4) == 0)
+            cmd->ret = SMTP_DSN_RET_FULL;
+        else if (val && vn == 4 && strncasecmp(val, "HDRS", 4) == 0)
+            cmd->ret = SMTP_DSN_RET_HDRS;
+        else
+            return smtp_fail(reply_r, "501 5.5.4 Bad RET parameter");
+        break;
+    case P_ENVID:
+        if (val && vn > SMTP_ENVID_MAX)
+            return smtp_fail(reply_r, "501 5.5.4 ENVID parameter too long");
+        cmd->envid = val ? smtp_xtext_decode(apr_pstrmemdup(pool, val, vn), pool) : NULL;
+        if (!cmd->envid || !*cmd->envid || !smtp_printable(cmd->envid))
+            return smtp_fail(reply_r, "501 5.5.4 Bad ENVID parameter");
+        break;
+    case P_NOTIFY:
+        if (!val || !smtp_notify(val, vn, &cmd->notify))
+            return smtp_fail(reply_r, "501 5.5.4 Bad NOTIFY parameter");
+        break;
+    case P_ORCPT:
+        if (val && vn > SMTP_ORCPT_MAX)
+            return smtp_fail(reply_r, "501 5.5.4 ORCPT parameter too long");
+        cmd->orcpt = val ? smtp_orcpt(val, vn, pool) : NULL;
+        if (!cmd->orcpt) return smtp_fail(reply_r, "501 5.5.4 Bad ORCPT parameter");
+        break;
     }
     return APR_SUCCESS;
 }
 
 /* MAIL FROM:<reverse-path> [SP mail-parameters] / RCPT TO:<forward-path> [SP
- * rcpt-parameters]; end is the end of the line's text. */
-static apr_status_t smtp_parse_mailrcpt(smtp_cmd_t *cmd, const char *arg, const char *end, int has8,
+ * rcpt-parameters]; end is the end of the line's text, line_len its length. */
+static apr_status_t smtp_parse_mailrcpt(smtp_cmd_t *cmd, const char *arg, const char *end,
+                                        apr_size_t line_len, int has8,
                                         const smtp_parse_opts_t *opts, const char **reply_r,
                                         apr_pool_t *pool)
 {
@@ -211,6 +308,9 @@ static apr_status_t smtp_parse_mailrcpt(smtp_cmd_t *cmd, const char *arg, const 
 
     const char *after;
     if (pr_path_parse(&cmd->path, p, (apr_size_t)(end - p), mail, 1, &after, pool) != APR_SUCCESS) {
+        /* The extensions' allowances are for their parameters; a line past
+         * the base limit (CRLF included) without a valid path is too long. */
+        if (line_len + 2 > SMTP_LINE_MAX) return smtp_fail(reply_r, "500 5.5.2 Line too long");
         if (has8 && !(opts->smtputf8 && (mail || opts->mail_smtputf8)))
             return smtp_fail(reply_r, "553 5.6.7 Non-ASCII address requires SMTPUTF8");
         return smtp_fail(reply_r, mail ? "501 5.1.7 Bad sender address syntax"
@@ -246,11 +346,7 @@ static apr_status_t smtp_parse_mailrcpt(smtp_cmd_t *cmd, const char *arg, const 
                 return smtp_fail(reply_r, "501 5.5.4 Syntax error in parameters");
         }
         if (kn == 0) return smtp_fail(reply_r, "501 5.5.4 Syntax error in parameters");
-        if (!mail) {
-            *reply_r = apr_psprintf(pool, "555 5.5.4 Unsupported parameter %.*s", (int)kn, w);
-            return PR_EINVAL;
-        }
-        apr_status_t st = smtp_mail_param(cmd, w, kn, val, vn, &seen, opts, reply_r, pool);
+        apr_status_t st = smtp_param(cmd, mail, w, kn, val, vn, &seen, opts, reply_r, pool);
         if (st != APR_SUCCESS) return st;
     }
 
@@ -369,7 +465,7 @@ apr_status_t smtp_parse(smtp_cmd_t *cmd, const char *line, apr_size_t len,
     }
     case SMTP_CMD_MAIL:
     case SMTP_CMD_RCPT:
-        return smtp_parse_mailrcpt(cmd, arg, end, has8, opts, reply_r, pool);
+        return smtp_parse_mailrcpt(cmd, arg, end, len, has8, opts, reply_r, pool);
     case SMTP_CMD_DATA:
     case SMTP_CMD_RSET:
     case SMTP_CMD_QUIT:
@@ -394,6 +490,17 @@ apr_status_t smtp_parse(smtp_cmd_t *cmd, const char *line, apr_size_t len,
         return APR_SUCCESS;
     case SMTP_CMD_BDAT:
         return smtp_parse_bdat(cmd, arg, reply_r);
+    case SMTP_CMD_ETRN: {
+        /* ETRN SP ( domain / "@" domain / "#" queue ) (RFC 1985 3); what
+         * the node names is the session's business. */
+        const char *w;
+        apr_size_t n;
+        const char *rest = smtp_word(arg, &w, &n);
+        if (n == 0 || !smtp_blank(rest))
+            return smtp_fail(reply_r, "501 5.5.4 Syntax: ETRN [@]domain");
+        cmd->arg = apr_pstrmemdup(pool, w, n);
+        return APR_SUCCESS;
+    }
     case SMTP_CMD_AUTH:
         return smtp_parse_auth(cmd, arg, reply_r, pool);
     default:

@@ -1,12 +1,25 @@
 /* The SMTP server session: RFC 5321 state machine with the extensions
  * PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152),
- * ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), STARTTLS (RFC 3207), AUTH PLAIN
- * and LOGIN (RFC 4954, RFC 4616), CHUNKING (RFC 3030) and SMTPUTF8
- * (RFC 6531). Recipients resolve through the directory at RCPT time; mail
- * is acknowledged only once the store says it is durable. Mailbox quotas
- * are enforced at RCPT (with the SIZE= estimate) and at the end of the data
- * (with the real size): 452 4.2.2 mailbox full, 552 5.2.2 larger than the
- * quota (RFC 3463 X.2.2, RFC 1870 6). */
+ * ENHANCEDSTATUSCODES (RFC 2034, RFC 3463), DSN (RFC 3461), ETRN
+ * (RFC 1985), STARTTLS (RFC 3207), AUTH PLAIN and LOGIN (RFC 4954,
+ * RFC 4616), CHUNKING (RFC 3030) and SMTPUTF8 (RFC 6531). Recipients
+ * resolve through the directory at RCPT time; mail is acknowledged only
+ * once the store says it is durable. Mailbox quotas are enforced at RCPT
+ * (with the SIZE= estimate) and at the end of the data (with the real
+ * size): 452 4.2.2 mailbox full, 552 5.2.2 larger than the quota (RFC 3463
+ * X.2.2, RFC 1870 6). Mail loops are cut at SMTP_MAX_HOPS Received: fields
+ * (RFC 5321 6.3). Authenticated users may relay to at most [outbound]
+ * max_recipients_per_day remote recipients per UTC day.
+ *
+ * DSN requests (RFC 3461) of relayed recipients are queued with them; the
+ * queue reports on them. A local recipient that asked for NOTIFY=SUCCESS
+ * gets its report here, right after the delivery. Expansion (RFC 3461
+ * 6.2.7): a mailing list is a final delivery ("delivered" for the list;
+ * its members are a new submission and get no NOTIFY or ORCPT, so the
+ * queue's defaults apply to them); an alias to one address passes NOTIFY
+ * and ORCPT on; an alias to several is "expanded" and passes them on
+ * without SUCCESS. An alias without an ORCPT passes "rfc822;<alias>", so
+ * that a report names the address the sender used. */
 #include "service/smtp/smtp.h"
 #include "service/core/log.h"
 #include "service/core/penalty.h"
@@ -14,17 +27,24 @@
 #include "service/core/status.h"
 #include "service/mime/date.h"
 #include "service/mime/header.h"
+#include "service/dsn/bounce.h"
 #include "service/smtp/smtp_data.h"
 #include "service/smtp/smtp_parse.h"
 
 #include <apr_hash.h>
 #include <apr_strings.h>
+#include <apr_thread_mutex.h>
 #include <apr_time.h>
 #include <ctype.h>
 #include <openssl/rand.h>
 #include <string.h>
+#include <strings.h>
 
-#define SMTP_MAX_HOPS 100 /* RFC 5321 6.3 */
+/* Remote recipients an authenticated user relayed today. */
+typedef struct smtp_sent_t {
+    int count;
+    int warned; /* the limit was hit and logged */
+} smtp_sent_t;
 
 struct smtp_server_t {
     const pr_config_t *cfg;
@@ -35,6 +55,14 @@ struct smtp_server_t {
     smtp_service_t services[3];
     smtp_queue_kick_fn queue_kick; /* may be NULL */
     void *queue_ctx;
+    /* [outbound] max_recipients_per_day: user -> smtp_sent_t for the UTC
+     * day sent_day, in sent_pool, which is emptied when the day changes
+     * (so it holds at most one entry per user who relayed today). In
+     * memory only: a restart forgets the day's counts. */
+    apr_thread_mutex_t *sent_mu;
+    apr_pool_t *sent_pool;
+    apr_hash_t *sent;
+    apr_int64_t sent_day;
 };
 
 void smtp_server_set_queue(smtp_server_t *srv, smtp_queue_kick_fn kick, void *ctx)
@@ -53,11 +81,18 @@ typedef struct smtp_txn_t {
     apr_pool_t *pool;
     const char *sender; /* "" for <> */
     int smtputf8;
+    int body8;                 /* BODY=8BITMIME */
+    store_ret_e ret;           /* RET= (RFC 3461 4.3) */
+    const char *envid;         /* ENVID= (RFC 3461 4.4), NULL if none */
     apr_array_header_t *local; /* const char*: mailbox owners, deduplicated */
     apr_hash_t *local_set;
-    apr_array_header_t *remote; /* const char*: relayed addresses, deduplicated */
+    apr_array_header_t *remote;     /* const char*: relayed addresses, deduplicated */
+    apr_array_header_t *remote_dsn; /* store_rcpt_dsn_t, one per remote */
     apr_hash_t *remote_set;
-    int rcpts; /* accepted RCPT commands */
+    apr_array_header_t *success; /* bounce_rcpt_t: local NOTIFY=SUCCESS reports */
+    int sent_reserved;           /* counted against max_recipients_per_day */
+    apr_int64_t sent_day;        /* ... on this UTC day */
+    int rcpts;                   /* accepted RCPT commands */
     int rcpts_refused;
     apr_off_t size_decl; /* MAIL SIZE= (RFC 1870), -1 if not given */
     apr_hash_t *quota;   /* mailbox owner -> apr_off_t*: its limit, 0 = none */
@@ -121,11 +156,70 @@ static void smtp_enter_state(smtp_sess_t *ss, smtp_state_e st)
     ss->state = st;
 }
 
+/* ---- the per-user daily relay limit ([outbound] max_recipients_per_day) */
+
+/* The UTC calendar day: the limit's window. A calendar day rather than a
+ * sliding 24 hours: one counter per user, and "you can send again
+ * tomorrow" is what a school's users understand. */
+static apr_int64_t smtp_utc_day(void)
+{
+    return (apr_int64_t)(apr_time_sec(apr_time_now()) / 86400);
+}
+
+/* Count n more remote recipients for user today. 0 if that would go over
+ * the limit (nothing is counted then); the first time a user hits it is
+ * logged as a warning: a school account that suddenly sends to hundreds
+ * of outside addresses is usually a stolen password. */
+static int smtp_sent_reserve(smtp_sess_t *ss, int n, apr_int64_t *day_r)
+{
+    smtp_server_t *srv = ss->srv;
+    int limit = ss->cfg->outbound.max_recipients_per_day, ok, first = 0;
+    apr_int64_t day = smtp_utc_day();
+    *day_r = day;
+    if (limit <= 0) return 1;
+    apr_thread_mutex_lock(srv->sent_mu);
+    if (day != srv->sent_day) {
+        apr_pool_clear(srv->sent_pool);
+        srv->sent = apr_hash_make(srv->sent_pool);
+        srv->sent_day = day;
+    }
+    smtp_sent_t *e = apr_hash_get(srv->sent, ss->auth_user, APR_HASH_KEY_STRING);
+    if (!e) {
+        e = apr_pcalloc(srv->sent_pool, sizeof(*e));
+        apr_hash_set(srv->sent, apr_pstrdup(srv->sent_pool, ss->auth_user), APR_HASH_KEY_STRING, e);
+    }
+    ok = e->count + n <= limit;
+    if (ok)
+        e->count += n;
+    else if (!e->warned)
+        first = e->warned = 1;
+    apr_thread_mutex_unlock(srv->sent_mu);
+    if (first)
+        pr_log_warn(ss->s->sid,
+                    "user %s reached [outbound] max_recipients_per_day (%d) from %s; further "
+                    "remote recipients refused until tomorrow (UTC) - a stolen password?",
+                    ss->auth_user, limit, ss->s->peer_ip);
+    return ok;
+}
+
+/* Give back what a transaction counted but did not send. */
+static void smtp_sent_release(smtp_sess_t *ss, int n, apr_int64_t day)
+{
+    smtp_server_t *srv = ss->srv;
+    if (n <= 0 || ss->cfg->outbound.max_recipients_per_day <= 0) return;
+    apr_thread_mutex_lock(srv->sent_mu);
+    smtp_sent_t *e =
+        day == srv->sent_day ? apr_hash_get(srv->sent, ss->auth_user, APR_HASH_KEY_STRING) : NULL;
+    if (e) e->count = e->count > n ? e->count - n : 0;
+    apr_thread_mutex_unlock(srv->sent_mu);
+}
+
 /* ---- transactions */
 
 static void smtp_txn_end(smtp_sess_t *ss)
 {
     if (!ss->in_txn) return;
+    smtp_sent_release(ss, ss->txn.sent_reserved, ss->txn.sent_day);
     store_body_reset(ss->body);
     apr_pool_destroy(ss->txn.pool);
     memset(&ss->txn, 0, sizeof(ss->txn));
@@ -144,7 +238,9 @@ static void smtp_txn_begin(smtp_sess_t *ss, const char *sender, int smtputf8)
     t->local = apr_array_make(t->pool, 4, sizeof(const char *));
     t->local_set = apr_hash_make(t->pool);
     t->remote = apr_array_make(t->pool, 2, sizeof(const char *));
+    t->remote_dsn = apr_array_make(t->pool, 2, sizeof(store_rcpt_dsn_t));
     t->remote_set = apr_hash_make(t->pool);
+    t->success = apr_array_make(t->pool, 1, sizeof(bounce_rcpt_t));
     t->size_decl = -1;
     t->quota = apr_hash_make(t->pool);
     t->id = apr_psprintf(t->pool, "%s.%u", ss->s->sid, ++ss->txn_seq);
@@ -159,6 +255,38 @@ static void smtp_txn_add(apr_array_header_t *arr, apr_hash_t *set, const char *a
     addr = apr_pstrdup(pool, addr);
     apr_hash_set(set, addr, APR_HASH_KEY_STRING, addr);
     APR_ARRAY_PUSH(arr, const char *) = addr;
+}
+
+/* A relayed recipient with its DSN request; the first RCPT naming an
+ * address decides its request. */
+static void smtp_txn_remote(smtp_txn_t *t, const char *addr, unsigned notify, const char *orcpt)
+{
+    if (apr_hash_get(t->remote_set, addr, APR_HASH_KEY_STRING)) return;
+    smtp_txn_add(t->remote, t->remote_set, addr, t->pool);
+    store_rcpt_dsn_t *d = &APR_ARRAY_PUSH(t->remote_dsn, store_rcpt_dsn_t);
+    d->notify = notify;
+    d->orcpt = orcpt ? apr_pstrdup(t->pool, orcpt) : NULL;
+}
+
+/* A local report to make once the message is stored. */
+static void smtp_txn_success(smtp_txn_t *t, const char *addr, const char *orcpt,
+                             bounce_action_e action, const char *reason)
+{
+    bounce_rcpt_t *b = &APR_ARRAY_PUSH(t->success, bounce_rcpt_t);
+    memset(b, 0, sizeof(*b));
+    b->address = apr_pstrdup(t->pool, addr);
+    b->orcpt = orcpt ? apr_pstrdup(t->pool, orcpt) : NULL;
+    b->action = action;
+    b->reply = apr_pstrdup(t->pool, reason);
+}
+
+/* RCPT NOTIFY= as the store keeps it. */
+static unsigned smtp_notify_store(unsigned notify)
+{
+    return (notify & SMTP_DSN_NEVER ? STORE_NOTIFY_NEVER : 0) |
+           (notify & SMTP_DSN_SUCCESS ? STORE_NOTIFY_SUCCESS : 0) |
+           (notify & SMTP_DSN_FAILURE ? STORE_NOTIFY_FAILURE : 0) |
+           (notify & SMTP_DSN_DELAY ? STORE_NOTIFY_DELAY : 0);
 }
 
 /* ---- EHLO, HELO */
@@ -191,6 +319,8 @@ static void smtp_act_ehlo(smtp_sess_t *ss, smtp_cmd_t *cmd)
     pr_conn_printf(c, "250-SIZE %" APR_OFF_T_FMT "\r\n", ss->cfg->smtp.max_message_size);
     pr_conn_puts(c, "250-8BITMIME\r\n");
     pr_conn_puts(c, "250-ENHANCEDSTATUSCODES\r\n");
+    pr_conn_puts(c, "250-DSN\r\n");
+    pr_conn_puts(c, "250-ETRN\r\n");
     if (!ss->tls_desc) pr_conn_puts(c, "250-STARTTLS\r\n");
     if (smtp_auth_offered(ss)) pr_conn_puts(c, "250-AUTH PLAIN LOGIN\r\n");
     pr_conn_puts(c, "250-CHUNKING\r\n");
@@ -405,6 +535,11 @@ static void smtp_act_mail(smtp_sess_t *ss, smtp_cmd_t *cmd)
     }
     smtp_txn_begin(ss, sender, cmd->smtputf8);
     ss->txn.size_decl = cmd->size;
+    ss->txn.body8 = cmd->body == SMTP_BODY_8BITMIME;
+    ss->txn.ret = cmd->ret == SMTP_DSN_RET_FULL   ? STORE_RET_FULL
+                  : cmd->ret == SMTP_DSN_RET_HDRS ? STORE_RET_HDRS
+                                                  : STORE_RET_DEFAULT;
+    ss->txn.envid = cmd->envid ? apr_pstrdup(ss->txn.pool, cmd->envid) : NULL;
     smtp_enter_state(ss, ST_MAIL);
     smtp_reply(ss, "250 2.1.0 Ok");
 }
@@ -517,6 +652,44 @@ static int smtp_rcpt_quota(smtp_sess_t *ss, const char *shown, const dir_result_
     return 0;
 }
 
+/* Add what a local address resolved to, with the DSN requests each part
+ * carries (RFC 3461 6.2.7; see the top of this file). */
+static void smtp_rcpt_expand(smtp_sess_t *ss, const smtp_cmd_t *cmd, const char *address,
+                             const dir_result_t *r)
+{
+    smtp_txn_t *t = &ss->txn;
+    int targets = r->mailboxes->nelts + r->external->nelts;
+    unsigned notify = cmd->notify; /* SMTP_DSN_* */
+    const char *orcpt = cmd->orcpt;
+    int success = (notify & SMTP_DSN_SUCCESS) != 0;
+
+    if (r->kind == DIR_KIND_LIST) {
+        if (success)
+            smtp_txn_success(t, r->address, orcpt, BOUNCE_DELIVERED, "delivered to the list");
+        notify = 0;
+        orcpt = NULL;
+    } else if (r->kind == DIR_KIND_ALIAS) {
+        if (!orcpt) orcpt = apr_pstrcat(ss->cmd_pool, "rfc822;", address, NULL);
+        if (targets != 1) {
+            if (success)
+                smtp_txn_success(t, r->address, orcpt, BOUNCE_EXPANDED,
+                                 apr_psprintf(ss->cmd_pool, "expanded to %d addresses", targets));
+            notify &= ~(unsigned)SMTP_DSN_SUCCESS;
+            if (success && !notify) notify = SMTP_DSN_NEVER;
+            success = 0;
+        }
+    }
+    for (int i = 0; i < r->mailboxes->nelts; i++) {
+        const char *m = APR_ARRAY_IDX(r->mailboxes, i, const char *);
+        smtp_txn_add(t->local, t->local_set, m, t->pool);
+        if (success && r->kind != DIR_KIND_LIST)
+            smtp_txn_success(t, m, orcpt, BOUNCE_DELIVERED, "delivered to the mailbox");
+    }
+    for (int i = 0; i < r->external->nelts; i++)
+        smtp_txn_remote(t, APR_ARRAY_IDX(r->external, i, const char *), smtp_notify_store(notify),
+                        orcpt);
+}
+
 /* The one place that decides whether a recipient is ours, relayed or refused. */
 static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
 {
@@ -561,7 +734,26 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
         if (at && !path->literal)
             for (char *q = at + 1; *q; q++)
                 *q = (char)tolower((unsigned char)*q);
-        smtp_txn_add(t->remote, t->remote_set, a, t->pool);
+        if (ss->auth_user && !apr_hash_get(t->remote_set, a, APR_HASH_KEY_STRING)) {
+            apr_int64_t day;
+            if (!smtp_sent_reserve(ss, 1, &day)) {
+                t->rcpts_refused++;
+                pr_log_info(ss->s->sid, "<%s> refused: user %s is over max_recipients_per_day",
+                            shown, ss->auth_user);
+                smtp_replyf(ss,
+                            "450 4.7.1 <%s>: Daily limit of outside recipients reached, "
+                            "try again tomorrow",
+                            shown);
+                return;
+            }
+            if (t->sent_reserved && t->sent_day != day) {
+                /* Midnight passed in this transaction: yesterday's count is gone. */
+                t->sent_reserved = 0;
+            }
+            t->sent_reserved++;
+            t->sent_day = day;
+        }
+        smtp_txn_remote(t, a, smtp_notify_store(cmd->notify), cmd->orcpt);
         t->rcpts++;
         smtp_enter_state(ss, ST_RCPT);
         smtp_reply(ss, "250 2.1.5 Ok");
@@ -618,11 +810,7 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
         return;
     }
     if (smtp_rcpt_quota(ss, shown, r)) return;
-    for (int i = 0; i < r->mailboxes->nelts; i++)
-        smtp_txn_add(t->local, t->local_set, APR_ARRAY_IDX(r->mailboxes, i, const char *), t->pool);
-    for (int i = 0; i < r->external->nelts; i++)
-        smtp_txn_add(t->remote, t->remote_set, APR_ARRAY_IDX(r->external, i, const char *),
-                     t->pool);
+    smtp_rcpt_expand(ss, cmd, address, r);
     t->rcpts++;
     smtp_enter_state(ss, ST_RCPT);
     smtp_reply(ss, "250 2.1.5 Ok");
@@ -740,6 +928,60 @@ static int smtp_deliver_quota(smtp_sess_t *ss, const store_local_rcpt_t *rcpts, 
     return 0;
 }
 
+/* The reports asked for with NOTIFY=SUCCESS by local recipients (RFC 3461
+ * 6.2.7), delivered once the message is durable, in a second store
+ * transaction: a crash between the two loses the report, never the mail.
+ * The original's headers come from the stored copy of user (NULL: none
+ * stored, no original attached). Returns how many copies were queued for
+ * relaying (a report to a remote sender). Failures are logged only: the
+ * message itself has been accepted. */
+static int smtp_success_dsn(smtp_sess_t *ss, const char *user, apr_array_header_t *uids)
+{
+    smtp_txn_t *t = &ss->txn;
+    apr_pool_t *p = ss->cmd_pool;
+    store_delivery_t d = {0};
+    store_stream_t *orig = NULL;
+    char ebuf[120];
+
+    if (!*t->sender) return 0; /* RFC 3461 6.2: never a report to <> */
+    apr_status_t st = bounce_route(ss->srv->dir, t->sender, &d, p);
+    if (st != APR_SUCCESS) {
+        pr_log_warn(ss->s->sid, "id=%s: no success report: <%s> is %s", t->id, t->sender,
+                    st == PR_ETEMPFAIL ? "not resolvable now" : "unknown here");
+        return 0;
+    }
+    if (user && uids && uids->nelts > 0) {
+        if (!ss->reader &&
+            store_reader_open(&ss->reader, ss->srv->store, ss->s->pool) != APR_SUCCESS)
+            ss->reader = NULL;
+        if (!ss->reader ||
+            store_message_open(&orig, ss->reader, user, NULL, APR_ARRAY_IDX(uids, 0, apr_uint32_t),
+                               p) != APR_SUCCESS)
+            orig = NULL; /* gone already (expunged): the report goes without it */
+    }
+    bounce_t b = {0};
+    b.reporting_mta = ss->cfg->server.hostname;
+    b.sender = t->sender;
+    b.envid = t->envid;
+    b.arrival = apr_time_now();
+    b.ret = t->ret;
+    b.n = t->success->nelts;
+    b.rcpts = (const bounce_rcpt_t *)t->success->elts;
+    /* The original's header goes along, 8-bit octets and all. */
+    d.body_flags = t->body8 || t->data.eightbit ? STORE_BODY_8BIT : 0;
+    if ((st = store_body_create(&d.body, ss->srv->store, p)) == APR_SUCCESS &&
+        (st = bounce_write(d.body, &b, orig, p)) == APR_SUCCESS)
+        st = store_deliver(ss->srv->store, &d, NULL, p);
+    if (st != APR_SUCCESS) {
+        pr_log_error(ss->s->sid, "id=%s: success report to <%s> lost: %s", t->id, t->sender,
+                     pr_strerror(st, ebuf, sizeof(ebuf)));
+        return 0;
+    }
+    pr_log_info(ss->s->sid, "id=%s: success report for %d recipient(s) sent to <%s>", t->id, b.n,
+                t->sender);
+    return d.n_remote;
+}
+
 /* The content has been read completely: check it, store it, answer. */
 static void smtp_deliver(smtp_sess_t *ss)
 {
@@ -795,11 +1037,17 @@ static void smtp_deliver(smtp_sess_t *ss)
     d.local = rcpts;
     d.n_remote = t->remote->nelts;
     d.remote = (const char *const *)t->remote->elts;
+    d.remote_dsn = (const store_rcpt_dsn_t *)t->remote_dsn->elts;
+    d.envid = t->envid;
+    d.ret = t->ret;
+    d.body_flags = (t->body8 || t->data.eightbit ? STORE_BODY_8BIT : 0) |
+                   (t->smtputf8 ? STORE_BODY_SMTPUTF8 : 0);
     if (d.n_remote) {
         d.remote_prefix = smtp_prefix(ss, NULL, date, extra, p);
         d.remote_prefix_len = strlen(d.remote_prefix);
     }
-    apr_status_t st = store_deliver(ss->srv->store, &d, NULL, p);
+    apr_array_header_t *uids = NULL;
+    apr_status_t st = store_deliver(ss->srv->store, &d, &uids, p);
     if (st != APR_SUCCESS) {
         char buf[120];
         pr_log_error(ss->s->sid, "store failed for message from <%s>: %s", t->sender,
@@ -817,8 +1065,11 @@ static void smtp_deliver(smtp_sess_t *ss)
         list = apr_pstrcat(p, list, (i || n) ? "," : "", d.remote[i], "(queued)", NULL);
     pr_log_info(ss->s->sid, "accepted id=%s from=<%s> size=%" APR_OFF_T_FMT " rcpts=%s%s", t->id,
                 t->sender, store_body_size(ss->body), list, ss->auth_user ? " auth" : "");
+    t->sent_reserved = 0; /* sent: the count stays */
+    int queued = d.n_remote;
+    if (t->success->nelts) queued += smtp_success_dsn(ss, n ? rcpts[0].user : NULL, uids);
     smtp_replyf(ss, "250 2.0.0 Ok: queued as %s", t->id);
-    if (d.n_remote && ss->srv->queue_kick) ss->srv->queue_kick(ss->srv->queue_ctx, NULL);
+    if (queued && ss->srv->queue_kick) ss->srv->queue_kick(ss->srv->queue_ctx, NULL);
     smtp_txn_end(ss);
 }
 
@@ -962,7 +1213,7 @@ static void smtp_act_help(smtp_sess_t *ss, smtp_cmd_t *cmd)
     (void)cmd;
     pr_conn_puts(ss->conn, "214-2.0.0 Commands supported:\r\n"
                            "214-2.0.0   HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT\r\n"
-                           "214 2.0.0   HELP VRFY EXPN STARTTLS AUTH\r\n");
+                           "214 2.0.0   HELP VRFY EXPN STARTTLS AUTH ETRN\r\n");
 }
 
 /* VRFY/EXPN argument: "<a@b>", "a@b" or "name"; NULL if unusable. */
@@ -1021,6 +1272,73 @@ static void smtp_act_expn(smtp_sess_t *ss, smtp_cmd_t *cmd)
                        APR_ARRAY_IDX(all, i, const char *));
 }
 
+/* ---- ETRN (RFC 1985) */
+
+/* Pending queued recipients in domain; -1 if the store cannot say. */
+static int smtp_etrn_pending(smtp_sess_t *ss, const char *domain)
+{
+    apr_array_header_t *msgs;
+    int n = 0;
+    if (!ss->reader && store_reader_open(&ss->reader, ss->srv->store, ss->s->pool) != APR_SUCCESS) {
+        ss->reader = NULL;
+        return -1;
+    }
+    if (store_queue_list(ss->reader, 0, &msgs, ss->cmd_pool) != APR_SUCCESS) return -1;
+    for (int i = 0; i < msgs->nelts; i++) {
+        const store_qmsg_t *m = APR_ARRAY_IDX(msgs, i, const store_qmsg_t *);
+        for (int j = 0; j < m->rcpts->nelts; j++) {
+            const store_qrcpt_t *r = &APR_ARRAY_IDX(m->rcpts, j, store_qrcpt_t);
+            const char *at = strrchr(r->address, '@');
+            if (r->state == STORE_Q_PENDING && at && strcasecmp(at + 1, domain) == 0) n++;
+        }
+    }
+    return n;
+}
+
+/* ETRN node: make the queued mail for a domain due now. Only for the
+ * relay networks and authenticated users (RFC 1985 5: a server may
+ * restrict it; anyone else could make us hammer a down site). "@domain"
+ * is taken as domain alone (subdomains are optional, 3); "#queue" names
+ * are not supported (458). */
+static void smtp_act_etrn(smtp_sess_t *ss, smtp_cmd_t *cmd)
+{
+    const char *node = cmd->arg;
+    if (ss->state == ST_GREET) {
+        smtp_reply(ss, "503 5.5.1 Send HELO/EHLO first");
+        return;
+    }
+    if (ss->in_txn) {
+        smtp_reply(ss, "503 5.5.1 ETRN not allowed during a mail transaction");
+        return;
+    }
+    if (!ss->relay_client && !ss->auth_user) {
+        pr_log_info(ss->s->sid, "ETRN %s refused for %s", node, ss->s->peer_ip);
+        smtp_replyf(ss, "459 4.7.1 Node %s not allowed: client not authorized", node);
+        return;
+    }
+    if (node[0] == '#') {
+        smtp_replyf(ss, "458 4.3.0 Unable to queue messages for node %s: no named queues", node);
+        return;
+    }
+    const char *domain = dir_domain_normalize(node[0] == '@' ? node + 1 : node, ss->cmd_pool);
+    if (!domain) {
+        smtp_reply(ss, "501 5.5.4 Syntax: ETRN [@]domain");
+        return;
+    }
+    int pending = ss->srv->queue_kick ? smtp_etrn_pending(ss, domain) : -1;
+    if (pending < 0) {
+        smtp_replyf(ss, "458 4.3.0 Unable to queue messages for node %s", domain);
+        return;
+    }
+    pr_log_info(ss->s->sid, "ETRN %s: %d pending recipient(s)", domain, pending);
+    if (pending == 0) {
+        smtp_replyf(ss, "251 2.0.0 No messages waiting for node %s", domain);
+        return;
+    }
+    ss->srv->queue_kick(ss->srv->queue_ctx, domain);
+    smtp_replyf(ss, "250 2.0.0 Queuing for node %s started", domain);
+}
+
 static void smtp_act_obsolete(smtp_sess_t *ss, smtp_cmd_t *cmd)
 {
     (void)cmd;
@@ -1053,6 +1371,7 @@ static const smtp_cmd_def_t smtp_commands[] = {
     {SMTP_CMD_SOML, ST_ANY, smtp_act_obsolete, NULL},
     {SMTP_CMD_SAML, ST_ANY, smtp_act_obsolete, NULL},
     {SMTP_CMD_TURN, ST_ANY, smtp_act_obsolete, NULL},
+    {SMTP_CMD_ETRN, ST_ANY, smtp_act_etrn, NULL},
 };
 
 static const smtp_cmd_def_t *smtp_command_find(smtp_verb_e verb)
@@ -1085,6 +1404,7 @@ static void smtp_command(smtp_sess_t *ss, const char *line, apr_size_t len)
     opts.smtputf8 = ss->esmtp;
     opts.mail_smtputf8 = ss->in_txn && ss->txn.smtputf8;
     opts.auth = ss->kind != SMTP_SERVICE_MX;
+    opts.dsn = ss->esmtp;
     if (smtp_parse(&cmd, line, len, &opts, &reply, ss->cmd_pool) != APR_SUCCESS) {
         /* A BDAT we cannot parse has an unknown length: give up on the session. */
         smtp_reply(ss, reply);
@@ -1196,6 +1516,10 @@ apr_status_t smtp_server_create(smtp_server_t **srv_r, const pr_config_t *cfg, d
     srv->store = store;
     srv->tls = tls;
     srv->penalty = penalty;
+    apr_status_t st = apr_thread_mutex_create(&srv->sent_mu, APR_THREAD_MUTEX_DEFAULT, pool);
+    if (st != APR_SUCCESS) return st;
+    apr_pool_create(&srv->sent_pool, pool);
+    srv->sent = apr_hash_make(srv->sent_pool);
     for (int i = 0; i < 3; i++) {
         srv->services[i].server = srv;
         srv->services[i].kind = (smtp_service_e)i;

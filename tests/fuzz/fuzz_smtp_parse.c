@@ -1,7 +1,9 @@
 /* libFuzzer harness for the SMTP command parser and the mail address and
  * header parsers it relies on: any bytes must give a command or a reply
- * with an RFC 3463 code, never a crash, leak or overflow; the header
- * scanner must give the same result however its input is chunked. */
+ * with an RFC 3463 code, never a crash, leak or overflow; the RFC 3461
+ * DSN parameters come out valid (NOTIFY=NEVER alone, ORCPT "type;addr",
+ * printable, within the limits) and only when DSN was advertised; the
+ * header scanner must give the same result however its input is chunked. */
 #include <apr_general.h>
 #include <apr_pools.h>
 #include <stdint.h>
@@ -60,10 +62,42 @@ static void fz_check_path(const pr_path_t *p)
     if (p->literal && p->domain[0] != '[') abort();
 }
 
+static void fz_printable(const char *s)
+{
+    if (!s || !*s) abort();
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e) abort();
+}
+
+static void fz_dsn(const smtp_cmd_t *cmd, const smtp_parse_opts_t *opts)
+{
+    int mail = cmd->verb == SMTP_CMD_MAIL;
+    if (cmd->notify || cmd->orcpt || cmd->ret || cmd->envid) {
+        if (!opts->dsn) abort();
+        if (mail ? (cmd->notify || cmd->orcpt) : (cmd->ret || cmd->envid)) abort();
+    }
+    if (cmd->notify &
+        ~(unsigned)(SMTP_DSN_NEVER | SMTP_DSN_SUCCESS | SMTP_DSN_FAILURE | SMTP_DSN_DELAY))
+        abort();
+    if ((cmd->notify & SMTP_DSN_NEVER) && cmd->notify != SMTP_DSN_NEVER) abort();
+    if (cmd->ret != SMTP_DSN_RET_NONE && cmd->ret != SMTP_DSN_RET_FULL &&
+        cmd->ret != SMTP_DSN_RET_HDRS)
+        abort();
+    if (cmd->envid) {
+        fz_printable(cmd->envid);
+        if (strlen(cmd->envid) > SMTP_ENVID_MAX) abort();
+    }
+    if (cmd->orcpt) {
+        fz_printable(cmd->orcpt);
+        const char *semi = strchr(cmd->orcpt, ';');
+        if (!semi || semi == cmd->orcpt || !semi[1] || strlen(cmd->orcpt) > SMTP_ORCPT_MAX) abort();
+    }
+}
+
 static void fz_smtp(const char *line, size_t size, apr_pool_t *pool)
 {
-    for (int o = 0; o < 8; o++) {
-        smtp_parse_opts_t opts = {o & 1, (o >> 1) & 1, (o >> 2) & 1};
+    for (int o = 0; o < 16; o++) {
+        smtp_parse_opts_t opts = {o & 1, (o >> 1) & 1, (o >> 2) & 1, (o >> 3) & 1};
         smtp_cmd_t cmd;
         const char *reply = NULL;
         apr_status_t st = smtp_parse(&cmd, line, size, &opts, &reply, pool);
@@ -81,7 +115,11 @@ static void fz_smtp(const char *line, size_t size, apr_pool_t *pool)
                 if (cmd.smtputf8 && !opts.smtputf8) abort();
                 if (cmd.auth && !opts.auth) abort();
                 if (cmd.size < -1) abort();
+                fz_dsn(&cmd, &opts);
+            } else if (cmd.notify || cmd.orcpt || cmd.ret || cmd.envid) {
+                abort();
             }
+            if (cmd.verb == SMTP_CMD_ETRN && (!*cmd.arg || strchr(cmd.arg, ' '))) abort();
             if (cmd.verb == SMTP_CMD_BDAT && cmd.chunk_size < 0) abort();
             if (cmd.verb == SMTP_CMD_AUTH && (!cmd.mechanism || !*cmd.mechanism)) abort();
             /* Only paths may carry 8-bit octets past the parser. */

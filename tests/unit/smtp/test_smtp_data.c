@@ -1,5 +1,6 @@
 /* DATA/BDAT decoding: dot transparency, the CRLF.CRLF terminator, bare CR/LF
- * refusal (SMTP smuggling), size limit; fed whole and one byte at a time. */
+ * refusal (SMTP smuggling), size limit, 8-bit content noted; fed whole and
+ * one byte at a time. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -130,8 +131,26 @@ static void test_size_limit(void **state)
 static void test_8bit_passes(void **state)
 {
     (void)state;
-    check_both(1, "Gr\xc3\xbc\xc3\x9f\x65\r\n\xff\x80\r\n.\r\n", "Gr\xc3\xbc\xc3\x9f\x65\r\n\xff\x80\r\n",
-               1, 0, 0);
+    check_both(1, "Gr\xc3\xbc\xc3\x9f\x65\r\n\xff\x80\r\n.\r\n",
+               "Gr\xc3\xbc\xc3\x9f\x65\r\n\xff\x80\r\n", 1, 0, 0);
+}
+
+/* 8-bit octets are noted (for the relayed copy's BODY=8BITMIME), in any
+ * chunking; 7-bit content is not; the dot of a stuffed line is not data. */
+static void test_8bit_noted(void **state)
+{
+    (void)state;
+    const char *eight = "Subject: x\r\n\r\ncaf\xc3\xa9\r\n.\r\n";
+    const char *seven = "Subject: x\r\n\r\n..cafe~\x7f\r\n.\r\n";
+    for (size_t step = 0; step < 5; step++) {
+        result_t r;
+        decode(&r, 1, eight, strlen(eight), step, 1 << 20);
+        assert_true(r.d.eightbit);
+        decode(&r, 1, seven, strlen(seven), step, 1 << 20);
+        assert_false(r.d.eightbit);
+        decode(&r, 0, "\x80", 1, step, 1 << 20);
+        assert_true(r.d.eightbit);
+    }
 }
 
 static void test_bdat(void **state)
@@ -161,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_bare_lf_does_not_end),
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_8bit_passes),
+        cmocka_unit_test(test_8bit_noted),
         cmocka_unit_test(test_bdat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /* SMTP command parser: verbs, MAIL/RCPT paths and parameters (SIZE, BODY,
- * SMTPUTF8, AUTH=), BDAT, AUTH, argument rules, invalid characters, the
- * relay tricks the session must be able to see, and line limits. */
+ * SMTPUTF8, AUTH=, the RFC 3461 DSN parameters), BDAT, AUTH, ETRN,
+ * argument rules, invalid characters, the relay tricks the session must be
+ * able to see, and line limits. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,9 +16,10 @@
 #include "service/smtp/smtp_parse.h"
 
 static apr_pool_t *pool;
-static const smtp_parse_opts_t plain = {0, 0, 0};
-static const smtp_parse_opts_t esmtp = {1, 0, 1};   /* SMTPUTF8 + AUTH advertised */
-static const smtp_parse_opts_t utf8txn = {1, 1, 0}; /* RCPT after MAIL ... SMTPUTF8 */
+static const smtp_parse_opts_t plain = {0, 0, 0, 0};
+static const smtp_parse_opts_t esmtp = {1, 0, 1, 0};   /* SMTPUTF8 + AUTH advertised */
+static const smtp_parse_opts_t utf8txn = {1, 1, 0, 0}; /* RCPT after MAIL ... SMTPUTF8 */
+static const smtp_parse_opts_t dsn = {1, 0, 0, 1};     /* DSN advertised */
 
 static int setup(void **state)
 {
@@ -104,6 +106,7 @@ static void test_verbs(void **state)
         {"SOML FROM:<a@b>", SMTP_CMD_SOML},
         {"SAML FROM:<a@b>", SMTP_CMD_SAML},
         {"TURN", SMTP_CMD_TURN},
+        {"etrn example.test", SMTP_CMD_ETRN},
     };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         assert_int_equal(smtp_parse_verb(v[i].line, strlen(v[i].line)), v[i].verb);
@@ -419,6 +422,117 @@ static void test_xtext(void **state)
     assert_null(smtp_xtext_decode("\xc3\xa4", pool));
 }
 
+static void test_dsn_mail(void **state)
+{
+    (void)state;
+    smtp_cmd_t c = ok("MAIL FROM:<a@b.test> RET=FULL ENVID=QQ314159", &dsn, SMTP_CMD_MAIL);
+    assert_int_equal(c.ret, SMTP_DSN_RET_FULL);
+    assert_string_equal(c.envid, "QQ314159");
+    c = ok("MAIL FROM:<a@b.test> ret=hdrs", &dsn, SMTP_CMD_MAIL);
+    assert_int_equal(c.ret, SMTP_DSN_RET_HDRS);
+    assert_null(c.envid);
+    c = ok("MAIL FROM:<> envid=a+2Bb+20c", &dsn, SMTP_CMD_MAIL);
+    assert_string_equal(c.envid, "a+b c");
+    assert_int_equal(c.ret, SMTP_DSN_RET_NONE);
+    c = ok("MAIL FROM:<a@b.test>", &dsn, SMTP_CMD_MAIL);
+    assert_int_equal(c.ret, SMTP_DSN_RET_NONE);
+    /* 100 octets as sent is the limit (RFC 3461 4.4) */
+    char *id = apr_palloc(pool, 102);
+    memset(id, 'x', 101);
+    id[101] = '\0';
+    bad(apr_pstrcat(pool, "MAIL FROM:<a@b.test> ENVID=", id, NULL), &dsn,
+        "501 5.5.4 ENVID parameter too long");
+    id[100] = '\0';
+    c = ok(apr_pstrcat(pool, "MAIL FROM:<a@b.test> ENVID=", id, NULL), &dsn, SMTP_CMD_MAIL);
+    assert_int_equal(strlen(c.envid), 100);
+
+    bad("MAIL FROM:<a@b.test> RET=FULL", &plain, "555 5.5.4 Unsupported parameter RET");
+    bad("MAIL FROM:<a@b.test> ENVID=x", &esmtp, "555 5.5.4 Unsupported parameter ENVID");
+    bad("MAIL FROM:<a@b.test> RET=ALL", &dsn, "501 5.5.4 Bad RET parameter");
+    bad("MAIL FROM:<a@b.test> RET", &dsn, "501 5.5.4 Bad RET parameter");
+    bad("MAIL FROM:<a@b.test> RET=FULLY", &dsn, "501 5.5.4 Bad RET parameter");
+    bad("MAIL FROM:<a@b.test> RET=FULL RET=HDRS", &dsn, "501 5.5.4 Duplicate parameter RET");
+    bad("MAIL FROM:<a@b.test> ENVID=a ENVID=b", &dsn, "501 5.5.4 Duplicate parameter ENVID");
+    bad("MAIL FROM:<a@b.test> ENVID", &dsn, "501 5.5.4 Bad ENVID parameter");
+    bad("MAIL FROM:<a@b.test> ENVID=a+2", &dsn, "501 5.5.4 Bad ENVID parameter");
+    bad("MAIL FROM:<a@b.test> ENVID=a+0Ab", &dsn, "501 5.5.4 Bad ENVID parameter");
+    bad("MAIL FROM:<a@b.test> ENVID=a+C3+A4", &dsn, "501 5.5.4 Bad ENVID parameter");
+    bad("MAIL FROM:<a@b.test> ENVID=+00", &dsn, "501 5.5.4 Bad ENVID parameter");
+    /* RCPT parameters on MAIL and the other way round */
+    bad("MAIL FROM:<a@b.test> NOTIFY=NEVER", &dsn, "555 5.5.4 Unsupported parameter NOTIFY");
+    bad("RCPT TO:<a@b.test> RET=FULL", &dsn, "555 5.5.4 Unsupported parameter RET");
+    bad("RCPT TO:<a@b.test> ENVID=x", &dsn, "555 5.5.4 Unsupported parameter ENVID");
+}
+
+static void test_dsn_rcpt(void **state)
+{
+    (void)state;
+    smtp_cmd_t c = ok("RCPT TO:<a@b.test> NOTIFY=NEVER", &dsn, SMTP_CMD_RCPT);
+    assert_int_equal(c.notify, SMTP_DSN_NEVER);
+    assert_null(c.orcpt);
+    c = ok("RCPT TO:<a@b.test> NOTIFY=success,Failure,DELAY", &dsn, SMTP_CMD_RCPT);
+    assert_int_equal(c.notify, SMTP_DSN_SUCCESS | SMTP_DSN_FAILURE | SMTP_DSN_DELAY);
+    c = ok("RCPT TO:<a@b.test> NOTIFY=DELAY", &dsn, SMTP_CMD_RCPT);
+    assert_int_equal(c.notify, SMTP_DSN_DELAY);
+    c = ok("RCPT TO:<a@b.test>", &dsn, SMTP_CMD_RCPT);
+    assert_int_equal(c.notify, 0);
+    c = ok("RCPT TO:<a@b.test> ORCPT=rfc822;A+2Bx@B.test NOTIFY=FAILURE", &dsn, SMTP_CMD_RCPT);
+    assert_string_equal(c.orcpt, "rfc822;A+x@B.test");
+    assert_int_equal(c.notify, SMTP_DSN_FAILURE);
+    c = ok("RCPT TO:<a@b.test> ORCPT=x400;c+3Dde+3Ba+20b", &dsn, SMTP_CMD_RCPT);
+    assert_string_equal(c.orcpt, "x400;c=de;a b");
+    c = ok("RCPT TO:<a@b.test> ORCPT=rfc822;a;b", &dsn, SMTP_CMD_RCPT);
+    assert_string_equal(c.orcpt, "rfc822;a;b");
+
+    bad("RCPT TO:<a@b.test> NOTIFY=NEVER", &esmtp, "555 5.5.4 Unsupported parameter NOTIFY");
+    bad("RCPT TO:<a@b.test> NOTIFY=NEVER,SUCCESS", &dsn, "501 5.5.4 Bad NOTIFY parameter");
+    bad("RCPT TO:<a@b.test> NOTIFY=FAILURE,NEVER", &dsn, "501 5.5.4 Bad NOTIFY parameter");
+    bad("RCPT TO:<a@b.test> NOTIFY=SUCCESS,SUCCESS", &dsn, "501 5.5.4 Bad NOTIFY parameter");
+    bad("RCPT TO:<a@b.test> NOTIFY=SUCCESS,", &dsn, "501 5.5.4 Bad NOTIFY parameter");
+    bad("RCPT TO:<a@b.test> NOTIFY=,SUCCESS", &dsn, "501 5.5.4 Bad NOTIFY parameter");
+    bad("RCPT TO:<a@b.test> NOTIFY=SUCCESS,,DELAY", &dsn, "501 5.5.4 Bad NOTIFY parameter");
+    bad("RCPT TO:<a@b.test> NOTIFY=ALWAYS", &dsn, "501 5.5.4 Bad NOTIFY parameter");
+    bad("RCPT TO:<a@b.test> NOTIFY", &dsn, "501 5.5.4 Bad NOTIFY parameter");
+    bad("RCPT TO:<a@b.test> NOTIFY=DELAY NOTIFY=DELAY", &dsn, "501 5.5.4 Duplicate parameter");
+    bad("RCPT TO:<a@b.test> ORCPT=rfc822;a@b.test", &esmtp, "555 5.5.4");
+    bad("RCPT TO:<a@b.test> ORCPT", &dsn, "501 5.5.4 Bad ORCPT parameter");
+    bad("RCPT TO:<a@b.test> ORCPT=a@b.test", &dsn, "501 5.5.4 Bad ORCPT parameter");
+    bad("RCPT TO:<a@b.test> ORCPT=;a@b.test", &dsn, "501 5.5.4 Bad ORCPT parameter");
+    bad("RCPT TO:<a@b.test> ORCPT=rfc822;", &dsn, "501 5.5.4 Bad ORCPT parameter");
+    bad("RCPT TO:<a@b.test> ORCPT=rfc.822;a@b.test", &dsn, "501 5.5.4 Bad ORCPT parameter");
+    bad("RCPT TO:<a@b.test> ORCPT=rfc822;a+0D+0A@b.test", &dsn, "501 5.5.4 Bad ORCPT");
+    bad("RCPT TO:<a@b.test> ORCPT=rfc822;a+2", &dsn, "501 5.5.4 Bad ORCPT parameter");
+    bad("RCPT TO:<a@b.test> ORCPT=rfc822;a ORCPT=rfc822;b", &dsn, "501 5.5.4 Duplicate");
+    /* 500 octets as sent (RFC 3461 4.2) */
+    char *a = apr_palloc(pool, 502);
+    memcpy(a, "rfc822;", 7);
+    memset(a + 7, 'x', 494);
+    a[501] = '\0';
+    bad(apr_pstrcat(pool, "RCPT TO:<a@b.test> ORCPT=", a, NULL), &dsn,
+        "501 5.5.4 ORCPT parameter too long");
+    a[500] = '\0';
+    c = ok(apr_pstrcat(pool, "RCPT TO:<a@b.test> ORCPT=", a, NULL), &dsn, SMTP_CMD_RCPT);
+    assert_int_equal(strlen(c.orcpt), 500);
+    /* the longest RCPT with both fits the line limit */
+    c = ok(apr_pstrcat(pool, "RCPT TO:<a@b.test> NOTIFY=SUCCESS,FAILURE,DELAY ORCPT=", a, NULL),
+           &dsn, SMTP_CMD_RCPT);
+}
+
+static void test_etrn(void **state)
+{
+    (void)state;
+    smtp_cmd_t c = ok("ETRN example.test", &plain, SMTP_CMD_ETRN);
+    assert_string_equal(c.arg, "example.test");
+    c = ok("ETRN  @Example.Test ", &plain, SMTP_CMD_ETRN);
+    assert_string_equal(c.arg, "@Example.Test");
+    c = ok("etrn #queue1", &plain, SMTP_CMD_ETRN);
+    assert_string_equal(c.arg, "#queue1");
+    bad("ETRN", &plain, "501 5.5.4 Syntax: ETRN");
+    bad("ETRN ", &plain, "501 5.5.4 Syntax: ETRN");
+    bad("ETRN a.test b.test", &plain, "501 5.5.4 Syntax: ETRN");
+    bad("ETRN b\xc3\xbc.test", &esmtp, "500 5.5.2");
+}
+
 static void test_limits(void **state)
 {
     (void)state;
@@ -428,7 +542,8 @@ static void test_limits(void **state)
     assert_int_equal(smtp_line_limit(SMTP_CMD_HELO), SMTP_LINE_MAX);
     assert_int_equal(smtp_line_limit(SMTP_CMD_UNKNOWN), SMTP_LINE_MAX);
     assert_int_equal(smtp_line_limit(SMTP_CMD_DATA), SMTP_LINE_MAX);
-    assert_true(SMTP_MAIL_LINE_MAX == 512 + 26 + 500);
+    assert_true(SMTP_MAIL_LINE_MAX == 512 + 26 + 500 + 100);
+    assert_true(SMTP_RCPT_LINE_MAX == 512 + 500);
 
     /* the parser enforces the line limits itself too (CRLF counted) */
     char *noop = apr_palloc(pool, SMTP_AUTH_LINE_MAX + 1);
@@ -448,6 +563,14 @@ static void test_limits(void **state)
     bad_n(mail, SMTP_MAIL_LINE_MAX - 1, &plain, "500 5.5.2 Line too long");
     memcpy(mail, "RCPT TO:<a@b.test>", 18);
     bad_n(mail, SMTP_RCPT_LINE_MAX - 1, &plain, "500 5.5.2 Line too long");
+
+    /* the DSN allowance is for parameters: a bad path past 512 is a long line */
+    char *longpath = apr_palloc(pool, 600);
+    memset(longpath, 'a', 599);
+    longpath[599] = '\0';
+    memcpy(longpath, "RCPT TO:<", 9);
+    memcpy(longpath + 580, "@example.test>", 15);
+    bad(longpath, &dsn, "500 5.5.2 Line too long");
 
     /* a path over 256 octets is refused */
     char *local = apr_pstrdup(pool, "u");
@@ -472,7 +595,8 @@ int main(void)
         cmocka_unit_test(test_smtputf8),     cmocka_unit_test(test_invalid_chars),
         cmocka_unit_test(test_no_argument),  cmocka_unit_test(test_bdat),
         cmocka_unit_test(test_auth),         cmocka_unit_test(test_xtext),
-        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_dsn_mail),     cmocka_unit_test(test_dsn_rcpt),
+        cmocka_unit_test(test_etrn),         cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,13 +1,18 @@
-/* Delivery status notifications (RFC 3464) for the outbound queue: a
- * multipart/report (RFC 6522) with a human part, a message/delivery-status
- * part and the original message (RET=FULL) or its headers (RET=HDRS),
- * from the null sender, marked Auto-Submitted (RFC 3834). Pure text
- * building: the queue decides who gets one and delivers it. */
+/* Delivery status notifications (RFC 3464): a multipart/report (RFC 6522)
+ * with a human part, a message/delivery-status part and the original
+ * message (RET=FULL) or its headers (RET=HDRS), from the null sender,
+ * marked Auto-Submitted (RFC 3834). One implementation for its two users,
+ * which is why it is a library of its own below both: the outbound queue
+ * (failures, delays, "relayed") and the SMTP server ("delivered" and
+ * "expanded" for local recipients that asked for NOTIFY=SUCCESS). Text
+ * building and the route to the sender; the caller decides who gets one
+ * and delivers it. */
 #ifndef PR_BOUNCE_H
 #define PR_BOUNCE_H
 
 #include <apr_pools.h>
 #include <apr_time.h>
+#include "directory/directory.h"
 #include "service/store/store.h"
 
 /* RET unspecified: the whole original up to this size, else its headers. */
@@ -18,6 +23,7 @@ typedef enum {
     BOUNCE_DELAYED,   /* Action: delayed (still being retried) */
     BOUNCE_DELIVERED, /* Action: delivered (NOTIFY=SUCCESS, final delivery) */
     BOUNCE_RELAYED,   /* Action: relayed (NOTIFY=SUCCESS, to a peer without DSN) */
+    BOUNCE_EXPANDED,  /* Action: expanded (NOTIFY=SUCCESS, an alias to several addresses) */
 } bounce_action_e;
 
 typedef struct bounce_rcpt_t {
@@ -46,8 +52,17 @@ typedef struct bounce_t {
 const char *bounce_status(const char *reply, apr_pool_t *pool);
 
 /* Write the report into body (CRLF text), reading the original message
- * from orig (prefix and body as queued; orig may be NULL: no original). */
+ * from orig (prefix and body as queued; orig may be NULL: no original).
+ * A report without a failure carries only the original's headers whatever
+ * RET says (RFC 3461 4.3). */
 apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t *orig,
                           apr_pool_t *pool);
+
+/* Where a report to sender goes: fills d's recipients (local mailboxes,
+ * each with a "Return-Path: <>" prefix, and remote addresses to queue) and
+ * d->sender ""; the caller sets d->body. PR_ENOTFOUND: nowhere (the null
+ * sender, a malformed address, an unknown local address or one that
+ * expands to nobody); PR_ETEMPFAIL: the directory cannot say now. */
+apr_status_t bounce_route(dir_t *dir, const char *sender, store_delivery_t *d, apr_pool_t *pool);
 
 #endif

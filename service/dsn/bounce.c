@@ -1,7 +1,8 @@
 /* RFC 3464 delivery status notifications in an RFC 6522 multipart/report
  * (see bounce.h). Field syntax: RFC 3464 2.2 (per message) and 2.3 (per
- * recipient); status codes RFC 3463; Diagnostic-Code "smtp;" type. */
-#include "service/queue/bounce.h"
+ * recipient); status codes RFC 3463; Diagnostic-Code "smtp;" type; what
+ * of the original goes back: RFC 3461 4.3. */
+#include "service/dsn/bounce.h"
 #include "service/core/status.h"
 #include "service/mime/date.h"
 
@@ -64,6 +65,8 @@ static const char *bounce_action_name(bounce_action_e a)
         return "delivered";
     case BOUNCE_RELAYED:
         return "relayed";
+    case BOUNCE_EXPANDED:
+        return "expanded";
     }
     return "failed";
 }
@@ -186,7 +189,8 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
                           NULL);
     for (int i = 0; i < b->n; i++) {
         const bounce_rcpt_t *r = &b->rcpts[i];
-        const char *status = r->action == BOUNCE_DELIVERED || r->action == BOUNCE_RELAYED
+        const char *status = r->action == BOUNCE_DELIVERED || r->action == BOUNCE_RELAYED ||
+                                     r->action == BOUNCE_EXPANDED
                                  ? "2.0.0"
                                  : bounce_status(r->reply, pool);
         /* A delay is temporary whatever the last reply said. */
@@ -220,12 +224,14 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
     }
     if ((st = bounce_puts(body, apr_pstrcat(pool, dsn, "\r\n", NULL))) != APR_SUCCESS) return st;
 
-    /* The original: whole when asked for (and never for a mere delay),
-     * else its header. */
+    /* The original: whole when asked for, and only in a report of a
+     * failure (RFC 3461 4.3: "If a DSN contains no indications of delivery
+     * failure, only the headers of the message SHOULD be returned"), else
+     * its header. */
     if (orig) {
-        int full = !delayed &&
-                   (b->ret == STORE_RET_FULL ||
-                    (b->ret == STORE_RET_DEFAULT && store_stream_size(orig) <= BOUNCE_FULL_MAX));
+        int full =
+            failed && (b->ret == STORE_RET_FULL ||
+                       (b->ret == STORE_RET_DEFAULT && store_stream_size(orig) <= BOUNCE_FULL_MAX));
         const char *part =
             apr_pstrcat(pool, "--", boundary, "\r\n",
                         "Content-Type: ", full ? "message/rfc822" : "text/rfc822-headers", "\r\n",
@@ -235,4 +241,36 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
         if ((st = bounce_puts(body, "\r\n")) != APR_SUCCESS) return st;
     }
     return bounce_puts(body, apr_pstrcat(pool, "--", boundary, "--\r\n", NULL));
+}
+
+apr_status_t bounce_route(dir_t *dir, const char *sender, store_delivery_t *d, apr_pool_t *pool)
+{
+    const char *norm = sender && *sender ? dir_address_normalize(sender, pool) : NULL;
+    if (!norm) return PR_ENOTFOUND;
+    d->sender = "";
+    apr_status_t st = dir_domain_is_local(dir, strrchr(norm, '@') + 1);
+    if (st == PR_ENOTFOUND) {
+        const char **remote = apr_palloc(pool, sizeof(*remote));
+        remote[0] = sender;
+        d->n_remote = 1;
+        d->remote = remote;
+        return APR_SUCCESS;
+    }
+    if (st != APR_SUCCESS) return st;
+    dir_result_t *r;
+    if ((st = dir_resolve(dir, norm, &r, pool)) != APR_SUCCESS)
+        return st == PR_ETEMPFAIL ? st : PR_ENOTFOUND;
+    store_local_rcpt_t *local =
+        apr_pcalloc(pool, sizeof(*local) * (apr_size_t)(r->mailboxes->nelts + 1));
+    static const char prefix[] = "Return-Path: <>\r\n";
+    for (int i = 0; i < r->mailboxes->nelts; i++) {
+        local[i].user = APR_ARRAY_IDX(r->mailboxes, i, const char *);
+        local[i].prefix = prefix;
+        local[i].prefix_len = sizeof(prefix) - 1;
+    }
+    d->n_local = r->mailboxes->nelts;
+    d->local = local;
+    d->n_remote = r->external->nelts;
+    d->remote = (const char *const *)r->external->elts;
+    return d->n_local + d->n_remote ? APR_SUCCESS : PR_ENOTFOUND;
 }
