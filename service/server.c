@@ -9,6 +9,7 @@
 #include "service/pop3/pop3.h"
 #include "service/queue/queue.h"
 #include "service/smtp/smtp.h"
+#include "service/smtp/srs.h"
 #include "service/store/store.h"
 
 #include <apr_strings.h>
@@ -93,7 +94,18 @@ apr_status_t pr_server_create(pr_server_t **srv_r, const pr_config_t *cfg, const
         return st;
     }
     smtp_server_create(&srv->smtp, cfg, srv->dir, srv->store, srv->tls, penalty, pool);
-    if ((st = queue_create(&srv->queue, cfg, srv->store, srv->dir, err_r, pool)) != APR_SUCCESS)
+    /* SRS addresses are at the first local domain (its MX is us). */
+    srs_t *srs;
+    const char *srs_domain =
+        cfg->server.domains.n > 0 ? cfg->server.domains.v[0] : cfg->server.hostname;
+    if ((st = srs_open(&srs, cfg->server.data_dir, srs_domain, pool)) != APR_SUCCESS) {
+        *err_r = apr_psprintf(pool, "cannot read or create %s/srs.secret: %s",
+                              cfg->server.data_dir, pr_strerror(st, buf, sizeof(buf)));
+        return st;
+    }
+    smtp_server_set_srs(srv->smtp, srs);
+    if ((st = queue_create(&srv->queue, cfg, srv->store, srv->dir, srs, err_r, pool)) !=
+        APR_SUCCESS)
         return st;
     smtp_server_set_queue(srv->smtp, server_queue_kick, srv->queue);
     if ((st = pop3_server_create(&srv->pop3, cfg, srv->dir, srv->store, srv->tls, penalty, pool)) !=

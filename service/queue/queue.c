@@ -18,6 +18,7 @@
 #include "service/dsn/bounce.h"
 #include "service/queue/mx.h"
 #include "service/smtp/smtp_client.h"
+#include "service/smtp/srs.h"
 
 #include <apr_file_io.h>
 #include <apr_hash.h>
@@ -54,6 +55,7 @@ struct queue_t {
     const pr_config_t *cfg;
     store_t *store;
     dir_t *dir;
+    srs_t *srs; /* may be NULL */
     apr_pool_t *pool;
     mx_resolver_t *mx;
     pr_tls_ctx_t *tls_mx, *tls_relay;
@@ -262,12 +264,16 @@ static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *ou
     store_delivery_t dsn = {0};
     int n_dsn = 0;
     if (n_rep) {
-        apr_status_t st = bounce_route(q->dir, m->sender, &dsn, pool);
+        /* A message forwarded with an SRS sender: the report goes to
+         * the sender it stands for. */
+        const char *to = m->sender, *back;
+        if (q->srs && srs_reverse(q->srs, to, now, &back, pool) == APR_SUCCESS) to = back;
+        apr_status_t st = bounce_route(q->dir, to, &dsn, pool);
         store_stream_t *orig = NULL;
         if (st == APR_SUCCESS) {
             bounce_t b = {0};
             b.reporting_mta = cfg->server.hostname;
-            b.sender = m->sender;
+            b.sender = to;
             b.envid = *m->envid ? m->envid : NULL;
             b.arrival = m->created;
             b.retry_until = m->created + cfg->outbound.max_queue_lifetime;
@@ -761,13 +767,14 @@ static apr_status_t queue_read_secret(const char *path, const char **secret_r, a
 }
 
 apr_status_t queue_create(queue_t **q_r, const pr_config_t *cfg, store_t *store, dir_t *dir,
-                          const char **err_r, apr_pool_t *pool)
+                          srs_t *srs, const char **err_r, apr_pool_t *pool)
 {
     queue_t *q = apr_pcalloc(pool, sizeof(*q));
     apr_status_t st;
     q->cfg = cfg;
     q->store = store;
     q->dir = dir;
+    q->srs = srs;
     q->pool = pool;
     q->dests = apr_hash_make(pool);
     q->inflight = apr_hash_make(pool);

@@ -24,10 +24,13 @@
 
 typedef struct queue_t queue_t;
 
-/* cfg, store and dir must outlive the queue. *err_r says why on failure
+/* cfg, store, dir and srs must outlive the queue. srs (may be NULL): a
+ * report about a message forwarded with an SRS sender goes to the original
+ * sender directly. *err_r says why on failure
  * (an unreadable smarthost password file, a TLS context). */
+typedef struct srs_t srs_t;
 apr_status_t queue_create(queue_t **q_r, const pr_config_t *cfg, store_t *store, dir_t *dir,
-                          const char **err_r, apr_pool_t *pool);
+                          srs_t *srs, const char **err_r, apr_pool_t *pool);
 /* Start the scheduler and workers. */
 apr_status_t queue_start(queue_t *q);
 /* Look at the store now: new mail was queued (domain NULL), or ETRN

@@ -46,6 +46,14 @@ apr_status_t smtp_server_create(smtp_server_t **srv_r, const pr_config_t *cfg, d
 typedef void (*smtp_queue_kick_fn)(void *ctx, const char *domain);
 void smtp_server_set_queue(smtp_server_t *srv, smtp_queue_kick_fn kick, void *ctx);
 
+/* Forwarding outside (an alias or list member elsewhere, or a relay
+ * client's foreign sender): the queued copy's envelope sender is rewritten
+ * with SRS when the sender's domain is not local, and RCPT to an SRS
+ * address of ours (a bounce of such mail) is accepted from anyone and
+ * queued back to the original sender. NULL: no rewriting. */
+typedef struct srs_t srs_t;
+void smtp_server_set_srs(smtp_server_t *srv, srs_t *srs);
+
 /* A service record to hand to pr_listener_add with smtp_session_run. */
 smtp_service_t *smtp_server_service(smtp_server_t *srv, smtp_service_e kind);
 

@@ -30,6 +30,7 @@
 #include "service/dsn/bounce.h"
 #include "service/smtp/smtp_data.h"
 #include "service/smtp/smtp_parse.h"
+#include "service/smtp/srs.h"
 
 #include <apr_hash.h>
 #include <apr_strings.h>
@@ -55,6 +56,7 @@ struct smtp_server_t {
     smtp_service_t services[3];
     smtp_queue_kick_fn queue_kick; /* may be NULL */
     void *queue_ctx;
+    srs_t *srs; /* may be NULL */
     /* [outbound] max_recipients_per_day: user -> smtp_sent_t for the UTC
      * day sent_day, in sent_pool, which is emptied when the day changes
      * (so it holds at most one entry per user who relayed today). In
@@ -69,6 +71,11 @@ void smtp_server_set_queue(smtp_server_t *srv, smtp_queue_kick_fn kick, void *ct
 {
     srv->queue_kick = kick;
     srv->queue_ctx = ctx;
+}
+
+void smtp_server_set_srs(smtp_server_t *srv, srs_t *srs)
+{
+    srv->srs = srs;
 }
 
 typedef enum { ST_GREET = 0, ST_READY, ST_MAIL, ST_RCPT } smtp_state_e;
@@ -759,6 +766,31 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
         smtp_reply(ss, "250 2.1.5 Ok");
         return;
     }
+    /* A bounce of mail we forwarded with an SRS sender: back to where it
+     * came from, whoever sends it. Only a valid, recent hash of ours opens
+     * this path, so it is no open relay. */
+    if (ss->srv->srs && !path->quoted) {
+        const char *orig;
+        st = srs_reverse(ss->srv->srs, address, apr_time_now(), &orig, p);
+        if (st == APR_SUCCESS) {
+            char *a = apr_pstrdup(p, orig);
+            for (char *q = strrchr(a, '@') + 1; *q; q++)
+                *q = (char)tolower((unsigned char)*q);
+            pr_log_info(ss->s->sid, "SRS <%s> -> <%s>", shown, a);
+            smtp_txn_remote(t, a, 0, NULL);
+            t->rcpts++;
+            smtp_enter_state(ss, ST_RCPT);
+            smtp_reply(ss, "250 2.1.5 Ok");
+            return;
+        }
+        if (st != PR_ENOTFOUND) {
+            t->rcpts_refused++;
+            pr_log_info(ss->s->sid, "invalid SRS address <%s>: %s", shown,
+                        st == PR_EPERM ? "expired" : "bad hash or form");
+            smtp_replyf(ss, "550 5.1.1 <%s>: Invalid or expired SRS address", shown);
+            return;
+        }
+    }
     /* A local domain: only an exact directory match is local. '%', '!' and
      * quoted local parts never are (no relaying through our own domain). */
     const char *norm = path->quoted ? NULL : dir_address_normalize(address, p);
@@ -814,6 +846,21 @@ static void smtp_act_rcpt(smtp_sess_t *ss, smtp_cmd_t *cmd)
     t->rcpts++;
     smtp_enter_state(ss, ST_RCPT);
     smtp_reply(ss, "250 2.1.5 Ok");
+}
+
+/* The envelope sender of the queued copy: SRS-rewritten when the sender's
+ * domain is not ours, so the receiver's SPF check sees our domain and a
+ * bounce comes back through us. NULL: the directory cannot say now. */
+static const char *smtp_remote_sender(smtp_sess_t *ss, apr_pool_t *p)
+{
+    const char *sender = ss->txn.sender;
+    const char *at = strrchr(sender, '@');
+    if (!ss->srv->srs || !*sender || !at) return sender;
+    apr_status_t st = dir_domain_is_local(ss->srv->dir, apr_pstrdup(p, at + 1));
+    if (st == APR_SUCCESS) return sender;
+    if (st != PR_ENOTFOUND) return NULL;
+    const char *srs = srs_forward(ss->srv->srs, sender, apr_time_now(), p);
+    return srs ? srs : sender;
 }
 
 /* ---- delivery */
@@ -1045,6 +1092,12 @@ static void smtp_deliver(smtp_sess_t *ss)
     if (d.n_remote) {
         d.remote_prefix = smtp_prefix(ss, NULL, date, extra, p);
         d.remote_prefix_len = strlen(d.remote_prefix);
+        d.remote_sender = smtp_remote_sender(ss, p);
+        if (!d.remote_sender) {
+            smtp_reply(ss, "451 4.4.3 Directory temporarily unavailable, try again later");
+            smtp_txn_end(ss);
+            return;
+        }
     }
     apr_array_header_t *uids = NULL;
     apr_status_t st = store_deliver(ss->srv->store, &d, &uids, p);

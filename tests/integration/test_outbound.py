@@ -100,7 +100,7 @@ class OutboundTest(unittest.TestCase):
             for u in ("bob@remote.test", "erin@remote.test", "frank@remote.test"):
                 cls.mx1.add_user(u, "pw-" + u)
             for u in ("carol@other.test", "dave@down.test", "bob@remote.test",
-                      "bea@backup.test"):
+                      "bea@backup.test", "outsider@other.test"):
                 cls.mx2.add_user(u, "pw-" + u)
             cls.out = cls.server("out", "example.test", extra=cls.outbound())
             cls.out.add_user(ALICE, ALICE_PW)
@@ -231,6 +231,38 @@ class OutboundTest(unittest.TestCase):
         900 octets in the mailbox, a quota of 1000."""
         self.mx1.deliver(user, b"Subject: filler\r\n\r\n" + b"x" * 870 + b"\r\n")
         self.mx1.cli("user", "quota", user, "1000")
+
+    def test_srs_forwarding_and_bounce_back(self):
+        # An alias forwards outside: the copy's sender is SRS at our domain.
+        self.out.cli("alias", "add", "fwd@example.test", "bob@remote.test")
+        before = self.mx1.mailbox_count("bob@remote.test")
+        self.send(["fwd@example.test"], "forwarded", sender="outsider@other.test")
+        self.arrived(self.mx1, "bob@remote.test", before + 1)
+        msgs = self.pop_messages(self.mx1, "bob@remote.test", "pw-bob@remote.test")
+        fwd = [m for m in msgs if m["Subject"] == "forwarded"][0]
+        rp = fwd["Return-Path"]
+        self.assertRegex(rp, r"^<SRS0=[^=]{4}=[A-Z2-7]{2}=other\.test=outsider@example\.test>$")
+        srs = rp[1:-1]
+        # Its bounce comes back from anyone (127.0.0.9 is no relay client)
+        # and goes on to the original sender.
+        with prtest.smtplib.SMTP(HOST, self.out.smtp_port, timeout=30,
+                                 source_address=("127.0.0.9", 0)) as s:
+            s.ehlo("mx.elsewhere.test")
+            s.mail("<>")
+            self.assertEqual(s.rcpt(srs)[0], 250)
+            forged = srs[:5] + ("a" if srs[5] != "a" else "b") + srs[6:]
+            code, text = s.rcpt(forged)
+            self.assertEqual(code, 550)
+            self.assertIn(b"SRS", text)
+            self.assertEqual(s.rcpt("SRS0=junk@example.test")[0], 550)
+            s.data(b"Subject: bounce of forwarded\r\n\r\nreturned\r\n")
+        self.arrived(self.mx2, "outsider@other.test", 1)
+        # our own users' mail keeps its sender
+        self.send(["bob@remote.test"], "own sender")
+        self.arrived(self.mx1, "bob@remote.test", before + 2)
+        msgs = self.pop_messages(self.mx1, "bob@remote.test", "pw-bob@remote.test")
+        own = [m for m in msgs if m["Subject"] == "own sender"][0]
+        self.assertEqual(own["Return-Path"], "<%s>" % ALICE)
 
     def test_mx_pointing_at_us(self):
         # We are the best MX of loop.test: delivering to a worse one would
