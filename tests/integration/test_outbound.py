@@ -90,7 +90,7 @@ class OutboundTest(unittest.TestCase):
             hosts={"mx1.remote.test": ["127.0.0.2"], "mx2.remote.test": ["127.0.0.3"],
                    "dead.down.test": ["127.0.0.4"], "mx3.crash.test": ["127.0.0.5"],
                    "mail.example.test": ["127.0.0.6"]},
-            null_mx=["nullmx.test"], nxdomain=["nx.test"])
+            null_mx=["nullmx.test"], nxdomain=["nx.test"], servfail=["servfail.test"])
         cls.dns.start()
         cls.servers = []
         try:
@@ -292,6 +292,14 @@ class OutboundTest(unittest.TestCase):
         self.arrived(self.mx1, "gus@remote.test", 2)
         wait_for("an empty queue", lambda: queue_rows(srv) == 0)
         self.assertEqual(len(self.dsns(srv)), 1)  # one warning, and no more
+
+    def test_dns_servfail_defers(self):
+        srv = self.server("servfail", "example.test", extra=self.outbound())
+        self.send(["x@servfail.test"], "servfail", srv=srv)
+        wait_for("two deferrals", lambda: srv.log_text().count("<x@servfail.test> deferred") >= 2)
+        self.assertIn("451 4.4.3 DNS lookup for servfail.test failed", srv.log_text())
+        self.assertNotIn("<x@servfail.test> failed", srv.log_text())
+        self.assertEqual(queue_rows(srv), 1)
 
     def test_4xx_then_success_on_retry(self):
         self.over_quota("erin@remote.test")
