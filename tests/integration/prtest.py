@@ -19,11 +19,20 @@ TMP_ROOT = os.environ.get("PR_TEST_TMP", tempfile.gettempdir())
 HOST = "127.0.0.1"
 
 
+_given_ports = set()
+
+
 def free_port():
-    """A port nobody listens on now (the daemon binds it right after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A port nobody listens on now (the daemon binds it right after), and
+    never one handed out before in this process: the kernel may offer the
+    same free port twice in a row, and one config must not get it twice."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
 
 
 def wait_port(port, timeout=30.0):
