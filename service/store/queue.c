@@ -98,20 +98,7 @@ apr_status_t store_queue_open(store_stream_t **s_r, store_reader_t *r, apr_int64
     sqlite3_stmt *s = store_conn_stmt(&r->c, SQ_R_QOPEN);
     if (!s) return PR_EIO;
     sqlite3_bind_int64(s, 1, id);
-    int rc = sqlite3_step(s);
-    store_stream_t *m = NULL;
-    if (rc == SQLITE_ROW) {
-        m = apr_pcalloc(pool, sizeof(*m));
-        m->r = r;
-        m->prefix_len = (apr_size_t)sqlite3_column_bytes(s, 0);
-        m->prefix = apr_pmemdup(pool, sqlite3_column_blob(s, 0), m->prefix_len);
-        m->body_id = sqlite3_column_int64(s, 1);
-        m->body_size = (apr_off_t)sqlite3_column_int64(s, 2);
-    }
-    sqlite3_reset(s);
-    if (rc != SQLITE_ROW) return rc == SQLITE_DONE ? PR_ENOTFOUND : PR_EIO;
-    *s_r = m;
-    return APR_SUCCESS;
+    return store_stream_open_row(s_r, r, s, pool);
 }
 
 /* ---- writing (inside the writer's transaction) */

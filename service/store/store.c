@@ -475,6 +475,12 @@ apr_status_t store_message_open(store_stream_t **s_r, store_reader_t *r, const c
     store_bind_text(s, 1, user);
     store_bind_text(s, 2, store_folder_norm(folder));
     sqlite3_bind_int64(s, 3, uid);
+    return store_stream_open_row(s_r, r, s, pool);
+}
+
+apr_status_t store_stream_open_row(store_stream_t **s_r, store_reader_t *r, sqlite3_stmt *s,
+                                   apr_pool_t *pool)
+{
     int rc = sqlite3_step(s);
     store_stream_t *m = NULL;
     if (rc == SQLITE_ROW) {

@@ -171,6 +171,11 @@ struct store_stream_t {
     apr_off_t pos;
 };
 
+/* A stream from statement s (bound, not yet stepped) whose row is
+ * (prefix, body_id, body size); the statement is reset. PR_ENOTFOUND. */
+apr_status_t store_stream_open_row(store_stream_t **s_r, store_reader_t *r, sqlite3_stmt *s,
+                                   apr_pool_t *pool);
+
 /* Canonical folder name: NULL and any case of "INBOX" become "INBOX". */
 const char *store_folder_norm(const char *folder);
 

@@ -6,6 +6,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -51,6 +52,54 @@ def closed_port():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def free_port_on(*hosts):
+    """A TCP port free on every one of hosts (loopback addresses), for
+    servers that share a port at different addresses (remote MX hosts)."""
+    for _ in range(100):
+        port = free_port()
+        ok = True
+        for h in hosts:
+            with socket.socket() as s:
+                try:
+                    s.bind((h, port))
+                except OSError:
+                    ok = False
+        if ok:
+            return port
+    raise RuntimeError("no common free port")
+
+
+def wait_for(what, cond, timeout=30.0):
+    """Poll cond until it returns something true (returned); fail after
+    timeout seconds naming what was awaited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def store_count(srv, sql):
+    """One number from srv's store (read-only, beside the daemon)."""
+    db = sqlite3.connect(os.path.join(srv.data_dir, "store.db"), timeout=10)
+    try:
+        return db.execute(sql).fetchone()[0]
+    finally:
+        db.close()
+
+
+def queue_rows(srv):
+    """Recipients still in srv's outbound queue (any state)."""
+    return store_count(srv, "SELECT count(*) FROM queue_rcpts")
+
+
+def stored_messages(srv):
+    """Messages in srv's mailboxes."""
+    return store_count(srv, "SELECT count(*) FROM messages")
 
 
 class Server:

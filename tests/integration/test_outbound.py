@@ -13,8 +13,6 @@ import email
 import email.policy
 import os
 import poplib
-import socket
-import sqlite3
 import sys
 import time
 import unittest
@@ -27,50 +25,8 @@ from prtest import HOST, Server  # noqa: E402
 ALICE, ALICE_PW = "alice@example.test", "alice-Secret-1"
 
 
-def free_port_on(*hosts):
-    """A TCP port free on every one of hosts."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        ok = True
-        for h in hosts[1:]:
-            with socket.socket() as s:
-                try:
-                    s.bind((h, port))
-                except OSError:
-                    ok = False
-        if ok:
-            return port
-    raise RuntimeError("no common free port")
-
-
-def wait_for(what, cond, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def stored_messages(srv):
-    """Messages in srv's mailboxes, straight from its store."""
-    db = sqlite3.connect(os.path.join(srv.data_dir, "store.db"), timeout=10)
-    try:
-        return db.execute("SELECT count(*) FROM messages").fetchone()[0]
-    finally:
-        db.close()
-
-
-def queue_rows(srv):
-    """Recipients still in srv's queue (any state), straight from its store."""
-    db = sqlite3.connect(os.path.join(srv.data_dir, "store.db"), timeout=10)
-    try:
-        return db.execute("SELECT count(*) FROM queue_rcpts").fetchone()[0]
-    finally:
-        db.close()
+free_port_on, wait_for = prtest.free_port_on, prtest.wait_for
+queue_rows, stored_messages = prtest.queue_rows, prtest.stored_messages
 
 
 class OutboundTest(unittest.TestCase):

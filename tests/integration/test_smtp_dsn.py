@@ -20,7 +20,6 @@ import email.policy
 import os
 import poplib
 import smtplib
-import socket
 import sys
 import time
 import unittest
@@ -33,32 +32,7 @@ from prtest import HOST, Server  # noqa: E402
 ALICE, ALICE_PW = "alice@example.test", "alice-Secret-1"
 
 
-def free_port_on(*hosts):
-    """A TCP port free on every one of hosts."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        ok = True
-        for h in hosts[1:]:
-            with socket.socket() as s:
-                try:
-                    s.bind((h, port))
-                except OSError:
-                    ok = False
-        if ok:
-            return port
-    raise RuntimeError("no common free port")
-
-
-def wait_for(what, cond, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for " + what)
+free_port_on, wait_for = prtest.free_port_on, prtest.wait_for
 
 
 class DsnTest(unittest.TestCase):
