@@ -249,6 +249,21 @@ class OutboundTest(unittest.TestCase):
         wait_for("an empty queue", lambda: queue_rows(srv) == 0)
         self.assertEqual(len(self.dsns(srv)), 1)  # one warning, and no more
 
+    def test_one_connection_per_destination_reused(self):
+        # max_connections_per_destination = 1: twenty messages for one
+        # domain go one after the other, over a connection kept open.
+        srv = self.server("limits", "example.test", extra=self.outbound(**{
+            "outbound.max_connections_per_destination": "1"}))
+        before_conn = self.mx2.log_text().count("connect from [127.0.0.1]")
+        before = self.mx2.mailbox_count("carol@other.test")
+        with prtest.smtplib.SMTP(HOST, srv.smtp_port, timeout=60) as s:
+            for i in range(20):
+                s.sendmail(ALICE, ["carol@other.test"], b"Subject: burst %d\r\n\r\nx\r\n" % i)
+        self.arrived(self.mx2, "carol@other.test", before + 20)
+        sessions = self.mx2.log_text().count("connect from [127.0.0.1]") - before_conn
+        self.assertIn(sessions, (1, 2))  # 2 only if the burst paused over a second
+        self.assertGreaterEqual(srv.log_text().count("smtp client > RSET"), 18)
+
     def test_dns_servfail_defers(self):
         srv = self.server("servfail", "example.test", extra=self.outbound())
         self.send(["x@servfail.test"], "servfail", srv=srv)
