@@ -785,6 +785,31 @@ static apr_status_t ldapb_lookup(void *ctx, const char *address, dir_entry_t **e
     return st;
 }
 
+/* A list answers to one address, its own: the first of its address
+ * attributes (AD's "SMTP:" primary first), or for a nisMailAlias (known by
+ * cn in every local domain) cn at the first of [server] domains. Asked by
+ * another, the list is an alias of that one: an alias entry, else NULL. */
+static dir_entry_t *ldapb_list_alias(ldapb_t *b, const ldapb_entry_t *g, const char *address,
+                                     apr_pool_t *pool)
+{
+    apr_array_header_t *addrs = ldapb_user_addresses(b, g, pool);
+    const char *own = NULL;
+    if (addrs->nelts) {
+        own = APR_ARRAY_IDX(addrs, 0, const char *);
+    } else if (b->cfg->server.domains.n > 0) {
+        const char *at = strchr(address, '@');
+        own = apr_pstrcat(pool, apr_pstrmemdup(pool, address, (apr_size_t)(at - address)), "@",
+                          b->cfg->server.domains.v[0], NULL);
+    }
+    if (!own || strcmp(own, address) == 0) return NULL;
+    dir_entry_t *e = apr_pcalloc(pool, sizeof(*e));
+    e->kind = DIR_KIND_ALIAS;
+    e->address = address;
+    e->targets = apr_array_make(pool, 1, sizeof(const char *));
+    APR_ARRAY_PUSH(e->targets, const char *) = own;
+    return e;
+}
+
 /* What an address is, asked of the server. */
 static apr_status_t ldapb_lookup_ldap(ldapb_t *b, const char *address, dir_entry_t **e_r,
                                       apr_pool_t *pool)
@@ -814,7 +839,13 @@ static apr_status_t ldapb_lookup_ldap(ldapb_t *b, const char *address, dir_entry
         e = apr_pcalloc(pool, sizeof(*e));
         e->targets = apr_array_make(pool, 1, sizeof(const char *));
         e->address = address;
-        if (addrs->nelts && strcmp(APR_ARRAY_IDX(addrs, 0, const char *), address) == 0) {
+        if (addrs->nelts == 0) {
+            /* The filter matched a value that is no usable address (a
+             * stray space, an X500: form): nobody to deliver to. */
+            pr_log_warn(NULL, "ldap: the entry for %s has no usable address", address);
+            e = NULL;
+            st = PR_ENOTFOUND;
+        } else if (strcmp(APR_ARRAY_IDX(addrs, 0, const char *), address) == 0) {
             e->kind = DIR_KIND_MAILBOX;
         } else {
             /* Another address of the user: an alias of the mailbox. */
@@ -829,7 +860,12 @@ static apr_status_t ldapb_lookup_ldap(ldapb_t *b, const char *address, dir_entry
                                &es, pool);
         if (!f) {
             st = PR_ENOTFOUND;
-        } else if ((st = ldapb_status(rc, "list search", f)) == APR_SUCCESS && es->nelts == 1) {
+        } else if ((st = ldapb_status(rc, "list search", f)) == APR_SUCCESS && es->nelts == 1 &&
+                   (e = ldapb_list_alias(b, APR_ARRAY_IDX(es, 0, ldapb_entry_t *), address,
+                                         pool))) {
+            /* Another address of the list: an alias of it, so its posting
+             * policy (kept under the list's own address) applies. */
+        } else if (st == APR_SUCCESS && es->nelts == 1) {
             ldapb_members_t m = {.b = b,
                                  .sl = sl,
                                  .pool = pool,

@@ -91,15 +91,20 @@ static apr_status_t ldapw_status(ldapw_t *w, int rc, const char *what, const cha
     }
 }
 
-/* The one entry matching objfilter with address among the address
- * attributes (the mailbox or another address); with its address values.
- * PR_ENOTFOUND, PR_ETEMPFAIL; more than one is PR_EINVAL (ambiguous). */
-static apr_status_t ldapw_find(ldapw_t *w, const char *objfilter, const char *address,
-                               const ldapb_entry_t **e_r)
+static int ldapw_has_class(const ldapb_entry_t *e, const char *oc, apr_pool_t *pool)
+{
+    const apr_array_header_t *v = ldapb_values(e, "objectClass", pool);
+    for (int i = 0; v && i < v->nelts; i++)
+        if (strcasecmp(APR_ARRAY_IDX(v, i, const char *), oc) == 0) return 1;
+    return 0;
+}
+
+/* The one entry filter f (NULL: none can match) finds; with its address
+ * values. PR_ENOTFOUND, PR_ETEMPFAIL; more than one is PR_EINVAL. */
+static apr_status_t ldapw_find_by(ldapw_t *w, const char *f, const char *address,
+                                  const ldapb_entry_t **e_r)
 {
     const pr_config_t *cfg = w->b->cfg;
-    const char *f =
-        dir_ldap_filter_any(objfilter, &cfg->ldap.address_attributes, address, NULL, 0, w->pool);
     if (!f) return PR_ENOTFOUND;
     apr_array_header_t *es;
     int rc = ldapb_search(w->b, &(ldapb_slot_t){.ld = w->ld}, cfg->ldap.base, LDAP_SCOPE_SUBTREE, f,
@@ -113,6 +118,27 @@ static apr_status_t ldapw_find(ldapw_t *w, const char *objfilter, const char *ad
     }
     *e_r = APR_ARRAY_IDX(es, 0, ldapb_entry_t *);
     return APR_SUCCESS;
+}
+
+/* The entry matching objfilter with address among the address attributes
+ * (the mailbox or another address). */
+static apr_status_t ldapw_find(ldapw_t *w, const char *objfilter, const char *address,
+                               const ldapb_entry_t **e_r)
+{
+    const pr_config_t *cfg = w->b->cfg;
+    return ldapw_find_by(
+        w, dir_ldap_filter_any(objfilter, &cfg->ldap.address_attributes, address, NULL, 0, w->pool),
+        address, e_r);
+}
+
+/* The list with this address, as lookups find it (a nisMailAlias by cn). */
+static apr_status_t ldapw_find_list(ldapw_t *w, const char *address, const ldapb_entry_t **e_r)
+{
+    const pr_config_t *cfg = w->b->cfg;
+    return ldapw_find_by(w,
+                         dir_ldap_filter_list(cfg->ldap.list_filter, &cfg->ldap.address_attributes,
+                                              address, w->pool),
+                         address, e_r);
 }
 
 /* The user (disabled ones too: an admin may reset their password) with
@@ -426,7 +452,19 @@ apr_status_t ldapb_alias_add(void *ctx, const char *address, const char *const *
     if (st == APR_SUCCESS) {
         const char *attr = ldapw_alias_attr(w.b);
         struct berval v = ldapw_bv(ldapw_alias_value(&w, attr, address));
-        st = ldapw_status(&w, ldapw_modify(&w, user->dn, LDAP_MOD_ADD, attr, &v, 1),
+        struct berval *vals[] = {&v, NULL};
+        char *classes[] = {"inetLocalMailRecipient", NULL};
+        LDAPMod mod = {.mod_op = LDAP_MOD_ADD | LDAP_MOD_BVALUES,
+                       .mod_type = (char *)attr,
+                       .mod_bvalues = vals};
+        LDAPMod oc = {.mod_op = LDAP_MOD_ADD, .mod_type = "objectClass", .mod_values = classes};
+        /* mailLocalAddress is inetLocalMailRecipient's (the misc schema):
+         * a plain inetOrgPerson, as user add makes, gets the class in the
+         * same change. */
+        int need_class = strcasecmp(attr, "mailLocalAddress") == 0 &&
+                         !ldapw_has_class(user, "inetLocalMailRecipient", pool);
+        LDAPMod *mods[] = {&mod, need_class ? &oc : NULL, NULL};
+        st = ldapw_status(&w, ldap_modify_ext_s(w.ld, user->dn, mods, NULL, NULL),
                           "add address to", user->dn);
     }
     if (st == APR_SUCCESS)
@@ -482,13 +520,6 @@ apr_status_t ldapb_alias_del(void *ctx, const char *address)
 
 /* ---- list members */
 
-static int ldapw_has_class(const ldapb_entry_t *e, const char *oc, apr_pool_t *pool)
-{
-    const apr_array_header_t *v = ldapb_values(e, "objectClass", pool);
-    for (int i = 0; v && i < v->nelts; i++)
-        if (strcasecmp(APR_ARRAY_IDX(v, i, const char *), oc) == 0) return 1;
-    return 0;
-}
 
 /* The attribute and value naming member in list g: an address in
  * rfc822MailMember (nisMailAlias), else the member's DN in the group's
@@ -534,7 +565,7 @@ static apr_status_t ldapw_list_member(void *ctx, const char *list, const char *m
     apr_status_t st = ldapw_open(&w, ctx, pool);
     const ldapb_entry_t *g;
     const char *attr, *value = NULL;
-    if (st == APR_SUCCESS) st = ldapw_find(&w, w.b->cfg->ldap.list_filter, list, &g);
+    if (st == APR_SUCCESS) st = ldapw_find_list(&w, list, &g);
     if (st == PR_EINVAL) st = PR_ENOTFOUND;
     if (st == APR_SUCCESS) st = ldapw_member_value(&w, g, member, &attr, &value);
     if (st == APR_SUCCESS && op == LDAP_MOD_DELETE) {

@@ -964,14 +964,16 @@ static apr_status_t dir_member_locked(dir_t *d, const char *list, const char *se
         if (st == PR_ETEMPFAIL) return st;
         if (st != APR_SUCCESS) *sr = apr_pcalloc(pool, sizeof(**sr));
     }
-    /* Her own alias: it leads to mailboxes of the list and nowhere else,
-     * so whoever may use it is a member anyway. */
+    /* Her own alias: it leads to one mailbox, a member's, and nowhere
+     * else. Never a list (the list's own address, or an alias of it,
+     * would let anyone in who names it as sender). */
     const dir_result_t *r = *sr;
-    if (!r->kind || r->mailboxes->nelts == 0 || r->external->nelts > 0) return PR_EPERM;
-    for (int i = 0; i < r->mailboxes->nelts; i++)
-        if (!dir_array_has(lr->mailboxes, APR_ARRAY_IDX(r->mailboxes, i, const char *)))
-            return PR_EPERM;
-    return APR_SUCCESS;
+    if (!r->kind || r->kind == DIR_KIND_LIST || r->mailboxes->nelts != 1 ||
+        r->external->nelts > 0)
+        return PR_EPERM;
+    return dir_array_has(lr->mailboxes, APR_ARRAY_IDX(r->mailboxes, 0, const char *))
+               ? APR_SUCCESS
+               : PR_EPERM;
 }
 
 apr_status_t dir_post_allowed(dir_t *d, const dir_result_t *r, const char *sender,

@@ -260,6 +260,11 @@ apr_status_t bounce_route(dir_t *dir, const char *sender, store_delivery_t *d, a
     dir_result_t *r;
     if ((st = dir_resolve(dir, norm, &r, pool)) != APR_SUCCESS)
         return st == PR_ETEMPFAIL ? st : PR_ENOTFOUND;
+    /* A report goes to a person. A list as sender gets none: anyone may
+     * name it in MAIL FROM, and a report would post what they sent, past
+     * the list's posting policy, to all its members. */
+    if (r->kind == DIR_KIND_LIST || (r->restricted && r->restricted->nelts > 0))
+        return PR_ENOTFOUND;
     store_local_rcpt_t *local =
         apr_pcalloc(pool, sizeof(*local) * (apr_size_t)(r->mailboxes->nelts + 1));
     static const char prefix[] = "Return-Path: <>\r\n";

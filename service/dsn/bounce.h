@@ -61,7 +61,7 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
 /* Where a report to sender goes: fills d's recipients (local mailboxes,
  * each with a "Return-Path: <>" prefix, and remote addresses to queue) and
  * d->sender ""; the caller sets d->body. PR_ENOTFOUND: nowhere (the null
- * sender, a malformed address, an unknown local address or one that
+ * sender, a malformed address, an unknown local address, a list, or one that
  * expands to nobody); PR_ETEMPFAIL: the directory cannot say now. */
 apr_status_t bounce_route(dir_t *dir, const char *sender, store_delivery_t *d, apr_pool_t *pool);
 

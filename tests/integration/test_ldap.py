@@ -174,6 +174,27 @@ class ActiveDirectoryTest(LdapCase):
     PRESET = "activedirectory"
     LDAP = dict(AD_FILTERS, login_names="address,username")
 
+    def test_group_policy_holds_for_its_other_addresses(self):
+        # Staff is staff@ with proxyAddresses smtp:team@; a policy set on
+        # staff@ (in the built-in directory) holds for team@ too.
+        self.srv.cli("list", "policy", "staff@example.test", "members")
+        try:
+            for address in ("staff@example.test", "team@example.test"):
+                code, text = self.rcpt(address)
+                self.assertEqual(code, 550, (address, text))
+                self.assertIn(b"5.7.1", text)
+            with smtplib.SMTP(HOST, self.srv.smtp_port, timeout=30) as s:
+                s.ehlo("client.example.net")
+                s.mail("bob@example.test")  # a member
+                self.assertEqual(s.rcpt("team@example.test")[0], 250)
+            # the list's own address as sender is no member
+            with smtplib.SMTP(HOST, self.srv.smtp_port, timeout=30) as s:
+                s.ehlo("client.example.net")
+                s.mail("staff@example.test")
+                self.assertEqual(s.rcpt("staff@example.test")[0], 550)
+        finally:
+            self.srv.cli("list", "policy", "staff@example.test", "anyone")
+
     def test_recipients_and_groups(self):
         self.assertEqual(self.rcpt("asmith@example.test")[0], 250)  # smtp: proxyAddress
         self.assertEqual(self.rcpt("team@example.test")[0], 250)  # a group's alias

@@ -123,6 +123,13 @@ class OpenLdapAdminTest(AdminCase):
         self.assertTrue(self.pop_login(user, "first-Secret-1"))
         self.assertTrue(self.pop_login("dora", "first-Secret-1") is False)  # login_names = address
 
+        # another address for the new user: slapd needs inetLocalMailRecipient
+        # for mailLocalAddress, added with it
+        self.cli("alias", "add", "d.extra@example.test", user)
+        e = self.entry("(uid=dora)", "objectClass", "mailLocalAddress")
+        self.assertEqual(e["mailLocalAddress"], ["d.extra@example.test"])
+        self.assertIn("inetLocalMailRecipient", e["objectClass"])
+        self.assertEqual(self.rcpt("d.extra@example.test"), 250)
         self.cli("user", "passwd", user, "--password-stdin", password="second-Secret-2")
         self.assertFalse(self.pop_login(user, "first-Secret-1"))
         self.assertTrue(self.pop_login(user, "second-Secret-2"))
@@ -234,7 +241,9 @@ class ActiveDirectoryAdminTest(AdminCase):
         self.assertEqual(self.unicode_pwd(alice_dn), '"New-Alice-9"'.encode("utf-16-le"))
         staff = ldaptest.GROUPS["activedirectory"]["Staff"]["dn"]
         carol_dn = ldaptest.USERS["activedirectory"]["carol"]["dn"]
-        self.cli("list", "member", "add", "team@example.test", CAROL)  # Staff, by its other address
+        # team@ is another address of Staff: an alias of staff@, not a list of its own
+        self.assertIn("does not exist", self.refused("list", "member", "add", "team@example.test", CAROL))
+        self.cli("list", "member", "add", "staff@example.test", CAROL)
         members = self.slapd.search("(objectClass=*)", ["member"], base=staff,
                                     scope="base")[0]["member"]
         self.assertIn(carol_dn.lower(), [m.lower() for m in members])

@@ -562,6 +562,15 @@ static void test_list_policy(void **state)
     assert_int_equal(post(f, "staff@example.test", "nobody@example.test", NULL, NULL), PR_EPERM);
     assert_int_equal(post(f, "staff@example.test", "x@remote.test", NULL, NULL), PR_EPERM);
     assert_int_equal(post(f, "staff@example.test", "not an address", NULL, NULL), PR_EPERM);
+    /* the list's own address is no member, nor an alias of it (anyone
+     * may claim either as sender) */
+    const char *to_staff_only[] = {"staff@example.test"};
+    assert_int_equal(dir_alias_add(f->d, "staff.alias@example.test", to_staff_only, 1),
+                     APR_SUCCESS);
+    assert_int_equal(post(f, "staff@example.test", "staff@example.test", NULL, NULL), PR_EPERM);
+    assert_int_equal(post(f, "staff@example.test", "staff.alias@example.test", NULL, NULL),
+                     PR_EPERM);
+    assert_int_equal(dir_alias_del(f->d, "staff.alias@example.test"), APR_SUCCESS);
     /* mailboxes themselves are never restricted */
     assert_int_equal(post(f, "a@example.test", "", NULL, NULL), APR_SUCCESS);
 
