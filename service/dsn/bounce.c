@@ -166,16 +166,22 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
             NULL);
     else
         human = apr_pstrcat(pool, human, "Your message was delivered as requested.\r\n\r\n", NULL);
-    for (int i = 0; i < b->n; i++) {
+    if ((st = bounce_puts(body, human)) != APR_SUCCESS) return st;
+    /* Each recipient's lines go out as they are made, in a pool cleared
+     * each time: a report on a thousand recipients stays small. */
+    apr_pool_t *rp;
+    apr_pool_create(&rp, pool);
+    for (int i = 0; i < b->n && st == APR_SUCCESS; i++, apr_pool_clear(rp)) {
         const bounce_rcpt_t *r = &b->rcpts[i];
-        human = apr_pstrcat(pool, human, "<", bounce_clean(r->address, pool),
-                            ">: ", bounce_action_name(r->action), NULL);
-        if (r->remote_mta)
-            human = apr_pstrcat(pool, human, ", host ", bounce_clean(r->remote_mta, pool), " said",
-                                NULL);
-        human = apr_pstrcat(pool, human, ":\r\n    ", bounce_clean(r->reply, pool), "\r\n", NULL);
+        st = bounce_puts(body, apr_pstrcat(rp, "<", bounce_clean(r->address, rp), ">: ",
+                                           bounce_action_name(r->action),
+                                           r->remote_mta ? ", host " : "",
+                                           r->remote_mta ? bounce_clean(r->remote_mta, rp) : "",
+                                           r->remote_mta ? " said" : "", ":\r\n    ",
+                                           bounce_clean(r->reply, rp), "\r\n", NULL));
     }
-    if ((st = bounce_puts(body, apr_pstrcat(pool, human, "\r\n", NULL))) != APR_SUCCESS) return st;
+    if (st == APR_SUCCESS) st = bounce_puts(body, "\r\n");
+    if (st != APR_SUCCESS) return st;
 
     /* The part programs read (RFC 3464 2.1-2.3). */
     const char *dsn =
@@ -187,8 +193,11 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
     if (b->arrival)
         dsn = apr_pstrcat(pool, dsn, "Arrival-Date: ", pr_date_rfc5322(b->arrival, pool), "\r\n",
                           NULL);
-    for (int i = 0; i < b->n; i++) {
+    if ((st = bounce_puts(body, dsn)) != APR_SUCCESS) return st;
+    for (int i = 0; i < b->n && st == APR_SUCCESS; i++, apr_pool_clear(rp)) {
         const bounce_rcpt_t *r = &b->rcpts[i];
+        apr_pool_t *pool = rp; /* this recipient's block only */
+        const char *dsn = "";
         const char *status = r->action == BOUNCE_DELIVERED || r->action == BOUNCE_RELAYED ||
                                      r->action == BOUNCE_EXPANDED
                                  ? "2.0.0"
@@ -221,8 +230,11 @@ apr_status_t bounce_write(store_body_t *body, const bounce_t *b, store_stream_t 
             dsn =
                 apr_pstrcat(pool, dsn, "Will-Retry-Until: ", pr_date_rfc5322(b->retry_until, pool),
                             "\r\n", NULL);
+        st = bounce_puts(body, dsn);
     }
-    if ((st = bounce_puts(body, apr_pstrcat(pool, dsn, "\r\n", NULL))) != APR_SUCCESS) return st;
+    apr_pool_destroy(rp);
+    if (st == APR_SUCCESS) st = bounce_puts(body, "\r\n");
+    if (st != APR_SUCCESS) return st;
 
     /* The original: whole when asked for, and only in a report of a
      * failure (RFC 3461 4.3: "If a DSN contains no indications of delivery

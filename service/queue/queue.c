@@ -33,12 +33,15 @@
 #define QUEUE_BODY_CHUNK 65536
 #define QUEUE_SMARTHOST_KEY "" /* the one destination when relaying */
 #define QUEUE_SESSION_LINGER apr_time_from_msec(1000)
+#define QUEUE_DEST_BACKLOG_MIN 64 /* jobs waiting per destination (also 4 per connection) */
+#define QUEUE_RECORD_TRIES 5 /* store writes of an outcome, 1 s, 2 s, ... apart */
 
 typedef struct queue_job_t {
     struct queue_job_t *next;
     apr_pool_t *pool;  /* the job's own; destroyed when it is done */
     const char *dest;  /* destination key: the domain, or QUEUE_SMARTHOST_KEY */
     store_qmsg_t *msg; /* with this job's recipients only */
+    int recorded;      /* its outcome is in the store (else it stays under way) */
 } queue_job_t;
 
 typedef struct queue_inflight_t {
@@ -48,6 +51,7 @@ typedef struct queue_inflight_t {
 
 typedef struct queue_dest_t {
     queue_job_t *head, *tail;
+    int len;    /* jobs waiting in head..tail */
     int active; /* workers delivering to it */
 } queue_dest_t;
 
@@ -72,7 +76,8 @@ struct queue_t {
     apr_hash_t *inflight;
     apr_uint64_t finished; /* stamps: finished jobs so far */
     int waiting;           /* jobs in the destinations' FIFOs */
-    int low_water;         /* the scheduler reads again below this many */
+    int low_water;         /* the scheduler reads while fewer can start */
+    int dest_backlog;      /* jobs waiting per destination, at most */
     int kicked, stopping;
     apr_thread_t *scheduler;
     apr_thread_t **workers;
@@ -117,9 +122,44 @@ static queue_job_t *queue_pop(queue_t *q, queue_dest_t *d)
         d->head = j->next;
         if (!d->head) d->tail = NULL;
         j->next = NULL;
-        if (q->waiting-- == q->low_water) apr_thread_cond_signal(q->wake);
+        d->len--;
+        if (--q->waiting <= q->low_water) apr_thread_cond_signal(q->wake);
     }
     return j;
+}
+
+static void queue_push(queue_t *q, queue_dest_t *d, queue_job_t *j, int front)
+{
+    if (front) {
+        j->next = d->head;
+        d->head = j;
+        if (!d->tail) d->tail = j;
+    } else {
+        j->next = NULL;
+        if (d->tail)
+            d->tail->next = j;
+        else
+            d->head = j;
+        d->tail = j;
+    }
+    d->len++;
+    q->waiting++;
+}
+
+/* Jobs that could start now: waiting ones within each destination's free
+ * connections. Jobs for a destination at its limit (a slow or dead site)
+ * do not count, so they never keep the scheduler from reading the store
+ * for other destinations. Under q->mu. */
+static int queue_runnable(queue_t *q)
+{
+    const int per_dest = q->cfg->outbound.max_connections_per_destination;
+    int n = 0;
+    for (apr_hash_index_t *hi = apr_hash_first(NULL, q->dests); hi; hi = apr_hash_next(hi)) {
+        const queue_dest_t *d = apr_hash_this_val(hi);
+        int room = per_dest - d->active;
+        n += d->len < room ? d->len : room > 0 ? room : 0;
+    }
+    return n;
 }
 
 /* The job's recipients are finished (recorded in the store). */
@@ -268,7 +308,7 @@ static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *ou
          * the sender it stands for. */
         const char *to = m->sender, *back;
         if (q->srs && srs_reverse(q->srs, to, now, &back, pool) == APR_SUCCESS) to = back;
-        apr_status_t st = bounce_route(q->dir, to, &dsn, pool);
+        apr_status_t st = reader ? bounce_route(q->dir, to, &dsn, pool) : PR_ETEMPFAIL;
         store_stream_t *orig = NULL;
         if (st == APR_SUCCESS) {
             bounce_t b = {0};
@@ -284,6 +324,8 @@ static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *ou
                 (st = store_queue_open(&orig, reader, m->id, pool)) == APR_SUCCESS)
                 st = bounce_write(dsn.body, &b, orig, pool);
             dsn.sender = "";
+            /* The original may go whole: the next hop must take its body. */
+            dsn.body_flags = m->body_flags;
             n_dsn = st == APR_SUCCESS;
         }
         if (st == PR_ENOTFOUND) {
@@ -295,6 +337,8 @@ static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *ou
             pr_log_warn(NULL, "queue %" APR_INT64_T_FMT ": report to <%s> postponed", m->id,
                         m->sender);
             for (int i = 0; i < n; i++) {
+                /* A delay warning not made is made next time. */
+                res[i].warned = APR_ARRAY_IDX(m->rcpts, i, store_qrcpt_t).warned;
                 if (res[i].state != STORE_Q_FAILED) continue;
                 res[i].state = STORE_Q_PENDING;
                 res[i].next_attempt = now + cfg->outbound.retry_schedule.v[0];
@@ -303,12 +347,22 @@ static void queue_record(queue_t *q, queue_job_t *job, const queue_outcome_t *ou
             }
         }
     }
-    apr_status_t st = store_queue_update(q->store, res, n, n_dsn ? &dsn : NULL, n_dsn);
+    /* The peer has answered: the outcome must be kept, or the mail goes
+     * again. A failing store (a full disk) is asked again for a while;
+     * if it still refuses, the recipients stay marked as under way (see
+     * queue_job_done) and are tried again only after a restart. */
+    apr_status_t st = APR_SUCCESS;
+    for (int attempt = 0; attempt < QUEUE_RECORD_TRIES; attempt++) {
+        if (attempt) apr_sleep(apr_time_from_sec(attempt));
+        st = store_queue_update(q->store, res, n, n_dsn ? &dsn : NULL, n_dsn);
+        if (st == APR_SUCCESS) break;
+    }
     if (st != APR_SUCCESS)
         pr_log_error(NULL,
-                     "queue %" APR_INT64_T_FMT ": cannot record the outcome; it will be "
-                     "tried again",
+                     "queue %" APR_INT64_T_FMT ": cannot record the outcome; its recipients "
+                     "wait until postroomd restarts",
                      m->id);
+    job->recorded = st == APR_SUCCESS;
     apr_thread_mutex_lock(q->mu);
     if (st == APR_SUCCESS) {
         q->stats.delivered += (apr_uint64_t)delivered;
@@ -389,8 +443,13 @@ static void queue_send(queue_t *q, smtp_client_t *cl, const char *host, queue_jo
 
     queue_body_t *body = apr_palloc(pool, sizeof(*body));
     apr_status_t st = store_queue_open(&body->s, reader, m->id, pool);
-    if (st != APR_SUCCESS) { /* deleted by an admin meanwhile */
+    if (st == PR_ENOTFOUND) { /* deleted by an admin meanwhile */
         pr_log_info(NULL, "queue %" APR_INT64_T_FMT ": gone from the queue", m->id);
+        job->recorded = 1;
+        return;
+    }
+    if (st != APR_SUCCESS) {
+        queue_record_all(q, job, 451, "451 4.3.0 Mail store unreadable; will retry", NULL, reader);
         return;
     }
     smtp_send_result_t res;
@@ -420,7 +479,7 @@ static queue_job_t *queue_take(queue_t *q, const char *key)
 static void queue_job_done(queue_t *q, queue_job_t *job)
 {
     apr_thread_mutex_lock(q->mu);
-    queue_inflight_finish(q, job->msg);
+    if (job->recorded) queue_inflight_finish(q, job->msg);
     q->kicked = 1; /* retries may be due at once (a schedule of seconds) */
     apr_thread_cond_signal(q->wake);
     apr_thread_mutex_unlock(q->mu);
@@ -533,6 +592,15 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
             const char *addr = APR_ARRAY_IDX(h->addrs, k, const char *);
             smtp_result_t err;
             apr_status_t st = smtp_client_connect(&cl, addr, port, h->name, &opts, &err, pool);
+            if (st == PR_ETLS && opts.tls == SMTP_TLS_MAY) {
+                /* Opportunistic TLS that fails (an old or broken peer):
+                 * in clear, as RFC 7435 and Postfix do, rather than never. */
+                smtp_client_opts_t plain = opts;
+                plain.tls = SMTP_TLS_NONE;
+                pr_log_info(NULL, "queue: %s[%s]: TLS failed; trying again in clear", h->name,
+                            addr);
+                st = smtp_client_connect(&cl, addr, port, h->name, &plain, &err, pool);
+            }
             if (st == APR_SUCCESS) {
                 host = apr_psprintf(pool, "%s[%s]", h->name, addr);
                 apr_thread_mutex_lock(q->mu);
@@ -575,11 +643,7 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
         if (job && smtp_client_reset(cl) != APR_SUCCESS) {
             /* The session broke between messages: put the job back. */
             apr_thread_mutex_lock(q->mu);
-            queue_dest_t *d = queue_dest(q, key, 1);
-            job->next = d->head;
-            d->head = job;
-            q->waiting++;
-            if (!d->tail) d->tail = job;
+            queue_push(q, queue_dest(q, key, 1), job, 1);
             apr_thread_cond_broadcast(q->work);
             apr_thread_mutex_unlock(q->mu);
             job = NULL;
@@ -616,6 +680,7 @@ static void *APR_THREAD_FUNC queue_worker_main(apr_thread_t *t, void *data)
         apr_thread_mutex_lock(q->mu);
         queue_dest_t *d = queue_dest(q, keybuf, 0);
         if (d) d->active--;
+        if (d && d->head) apr_thread_cond_broadcast(q->work); /* a slot for them */
         q->stats.active--;
         queue_dest_gc(q, keybuf);
     }
@@ -667,6 +732,8 @@ static int queue_plan(queue_t *q, apr_array_header_t *msgs, apr_uint64_t read, a
             if (!queue_inflight_free(q, r->id, read)) continue;
             const char *dest = relay ? QUEUE_SMARTHOST_KEY : queue_domain(r->address);
             queue_job_t *j = apr_hash_get(by_dest, dest, APR_HASH_KEY_STRING);
+            if (!j && queue_dest(q, dest, 1)->len >= q->dest_backlog)
+                continue; /* enough waiting there: a later read brings it */
             if (!j) {
                 j = queue_job_make(m, dest);
                 apr_hash_set(by_dest, j->dest, APR_HASH_KEY_STRING, j);
@@ -677,17 +744,34 @@ static int queue_plan(queue_t *q, apr_array_header_t *msgs, apr_uint64_t read, a
         }
         for (int k = 0; k < order->nelts; k++) {
             queue_job_t *j = APR_ARRAY_IDX(order, k, queue_job_t *);
-            queue_dest_t *d = queue_dest(q, j->dest, 1);
-            if (d->tail)
-                d->tail->next = j;
-            else
-                d->head = j;
-            d->tail = j;
-            q->waiting++;
+            queue_push(q, queue_dest(q, j->dest, 1), j, 0);
             made++;
         }
     }
     return made;
+}
+
+/* After a read that filled its batch, go on past its last row; after one
+ * that did not, start from the beginning again. */
+static void queue_cursor_next(store_qcursor_t *cur, const apr_array_header_t *msgs)
+{
+    store_qcursor_t last = {0, 0};
+    int rows = 0;
+    for (int i = 0; i < msgs->nelts; i++) {
+        const apr_array_header_t *rc = APR_ARRAY_IDX(msgs, i, store_qmsg_t *)->rcpts;
+        for (int k = 0; k < rc->nelts; k++, rows++) {
+            const store_qrcpt_t *r = &APR_ARRAY_IDX(rc, k, store_qrcpt_t);
+            if (r->next_attempt > last.next_attempt ||
+                (r->next_attempt == last.next_attempt && r->id > last.id)) {
+                last.next_attempt = r->next_attempt;
+                last.id = r->id;
+            }
+        }
+    }
+    if (rows >= QUEUE_BATCH_MAX)
+        *cur = last;
+    else
+        cur->next_attempt = cur->id = 0;
 }
 
 static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
@@ -698,6 +782,10 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
     apr_pool_create(&pass, pool);
     store_reader_t *reader = NULL;
     apr_time_t next = 0; /* when something is due, as last seen */
+    /* Where the next read goes on: the first rows of a long queue may all
+     * be under way or held back (a destination's backlog is full), so
+     * reads page through it and start over at its end. */
+    store_qcursor_t cur = {0, 0};
 
     apr_thread_mutex_lock(q->mu);
     while (!q->stopping) {
@@ -705,7 +793,7 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
         /* Read when something may be due, and only while the workers'
          * backlog is short: each read costs up to QUEUE_BATCH_MAX rows,
          * mostly of recipients under way already. */
-        if (q->waiting >= q->low_water) {
+        if (queue_runnable(q) >= q->low_water) {
             apr_thread_cond_timedwait(q->wake, q->mu, QUEUE_POLL_INTERVAL);
             continue;
         }
@@ -713,7 +801,7 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
             apr_interval_time_t wait = QUEUE_POLL_INTERVAL;
             if (next && next - now < wait) wait = next - now;
             apr_thread_cond_timedwait(q->wake, q->mu, wait); /* then look anyway */
-            if (q->stopping || q->waiting >= q->low_water) continue;
+            if (q->stopping || queue_runnable(q) >= q->low_water) continue;
         }
         q->kicked = 0;
         const apr_uint64_t read = q->finished; /* what this read reflects at least */
@@ -723,7 +811,8 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
         apr_array_header_t *msgs = NULL;
         apr_status_t st = reader ? APR_SUCCESS : store_reader_open(&reader, q->store, pool);
         now = apr_time_now();
-        if (st == APR_SUCCESS) st = store_queue_due(reader, now, QUEUE_BATCH_MAX, &msgs, pass);
+        if (st == APR_SUCCESS) st = store_queue_due(reader, now, &cur, QUEUE_BATCH_MAX, &msgs, pass);
+        if (st == APR_SUCCESS) queue_cursor_next(&cur, msgs);
         if (st == APR_SUCCESS) st = store_queue_next(reader, &next);
         if (st != APR_SUCCESS) {
             pr_log_warn(NULL, "queue: cannot read the queue; trying again");
@@ -818,6 +907,8 @@ apr_status_t queue_start(queue_t *q)
     apr_status_t st;
     q->n_workers = q->cfg->outbound.max_connections;
     q->low_water = 2 * q->n_workers;
+    q->dest_backlog = 4 * q->cfg->outbound.max_connections_per_destination;
+    if (q->dest_backlog < QUEUE_DEST_BACKLOG_MIN) q->dest_backlog = QUEUE_DEST_BACKLOG_MIN;
     q->workers = apr_pcalloc(q->pool, sizeof(*q->workers) * (apr_size_t)q->n_workers);
     for (int i = 0; i < q->n_workers; i++)
         if ((st = apr_thread_create(&q->workers[i], NULL, queue_worker_main, q, q->pool)) !=

@@ -61,13 +61,15 @@ static apr_status_t store_queue_rows(sqlite3_stmt *s, apr_array_header_t **msgs_
     return APR_SUCCESS;
 }
 
-apr_status_t store_queue_due(store_reader_t *r, apr_time_t now, int max,
-                             apr_array_header_t **msgs_r, apr_pool_t *pool)
+apr_status_t store_queue_due(store_reader_t *r, apr_time_t now, const store_qcursor_t *after,
+                             int max, apr_array_header_t **msgs_r, apr_pool_t *pool)
 {
     sqlite3_stmt *s = store_conn_stmt(&r->c, SQ_R_QDUE);
     if (!s) return PR_EIO;
     sqlite3_bind_int64(s, 1, now);
     sqlite3_bind_int(s, 2, max > 0 ? max : 1);
+    sqlite3_bind_int64(s, 3, after ? after->next_attempt : 0);
+    sqlite3_bind_int64(s, 4, after ? after->id : 0);
     return store_queue_rows(s, msgs_r, pool);
 }
 

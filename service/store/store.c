@@ -83,6 +83,7 @@ static const char *const store_sql[SQ__COUNT] = {
                   " FROM queue_rcpts r JOIN queue_msgs m ON m.id = r.queue_id"
                   " JOIN bodies b ON b.id = m.body_id"
                   " WHERE r.state = 0 AND r.next_attempt <= ?1"
+                  " AND (r.next_attempt, r.id) > (?3, ?4)"
                   " ORDER BY r.next_attempt, r.id LIMIT ?2",
     [SQ_R_QNEXT] = "SELECT min(next_attempt) FROM queue_rcpts WHERE state = 0",
     [SQ_R_QLIST] = "SELECT m.id, m.sender, m.created, length(m.prefix) + b.size, m.envid, m.ret,"

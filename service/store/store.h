@@ -198,9 +198,15 @@ typedef struct store_qmsg_t {
 
 /* Messages with pending recipients due by now (next_attempt <= now), each
  * with its due recipients only, the longest-waiting first; at most max
- * recipients in all. Array of store_qmsg_t*. */
-apr_status_t store_queue_due(store_reader_t *r, apr_time_t now, int max,
-                             apr_array_header_t **msgs_r, apr_pool_t *pool);
+ * recipients in all, and only those after the cursor (next_attempt, id)
+ * (0, 0: from the start), so a reader can page through a long queue whose
+ * first rows are under way already. Array of store_qmsg_t*. */
+typedef struct store_qcursor_t {
+    apr_time_t next_attempt;
+    apr_int64_t id;
+} store_qcursor_t;
+apr_status_t store_queue_due(store_reader_t *r, apr_time_t now, const store_qcursor_t *after,
+                             int max, apr_array_header_t **msgs_r, apr_pool_t *pool);
 /* When the next pending recipient is due; 0 if none is pending. */
 apr_status_t store_queue_next(store_reader_t *r, apr_time_t *t_r);
 /* The queue as it is (every recipient, any state), oldest message first;

@@ -13,6 +13,7 @@ import email
 import email.policy
 import os
 import poplib
+import socket
 import sys
 import time
 import unittest
@@ -34,18 +35,19 @@ class OutboundTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.port = free_port_on("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5")
+        cls.port = free_port_on("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.7")
         cls.dns = Dnsmasq(
             "outbound",
             mx={"remote.test": [(10, "mx1.remote.test"), (20, "mx2.remote.test")],
                 "other.test": [(10, "mx2.remote.test")],
                 "down.test": [(10, "dead.down.test"), (20, "mx2.remote.test")],
                 "crash.test": [(10, "mx3.crash.test")],
+                "slow.test": [(10, "mx.slow.test")],
                 "loop.test": [(10, "mail.example.test"), (20, "mx2.remote.test")],
                 "backup.test": [(5, "mx2.remote.test"), (10, "mail.example.test")]},
             hosts={"mx1.remote.test": ["127.0.0.2"], "mx2.remote.test": ["127.0.0.3"],
                    "dead.down.test": ["127.0.0.4"], "mx3.crash.test": ["127.0.0.5"],
-                   "mail.example.test": ["127.0.0.6"]},
+                   "mail.example.test": ["127.0.0.6"], "mx.slow.test": ["127.0.0.7"]},
             null_mx=["nullmx.test"], nxdomain=["nx.test"], servfail=["servfail.test"])
         cls.dns.start()
         cls.servers = []
@@ -104,8 +106,9 @@ class OutboundTest(unittest.TestCase):
                                   subject.replace(" ", "."), subject)).encode()
         (srv or self.out).deliver(rcpts, body, sender=sender)
 
-    def arrived(self, srv, user, n):
-        wait_for("%d messages for %s" % (n, user), lambda: srv.mailbox_count(user) >= n)
+    def arrived(self, srv, user, n, timeout=30):
+        wait_for("%d messages for %s" % (n, user), lambda: srv.mailbox_count(user) >= n,
+                 timeout=timeout)
 
     def pop_messages(self, srv, user, password):
         """Every message in user's INBOX, parsed."""
@@ -263,6 +266,31 @@ class OutboundTest(unittest.TestCase):
         sessions = self.mx2.log_text().count("connect from [127.0.0.1]") - before_conn
         self.assertIn(sessions, (1, 2))  # 2 only if the burst paused over a second
         self.assertGreaterEqual(srv.log_text().count("smtp client > RSET"), 18)
+
+    def test_slow_destination_does_not_hold_up_others(self):
+        # slow.test's MX takes connections and never says a word: each
+        # attempt there ties a connection up for command_timeout. A backlog
+        # of 60 messages for it must not keep mail for others waiting.
+        silent = socket.socket()
+        silent.bind(("127.0.0.7", self.port))
+        silent.listen(256)
+        try:
+            srv = self.server("fair", "example.test", extra=self.outbound(**{
+                "outbound.max_connections": "2",
+                "outbound.max_connections_per_destination": "1",
+                "outbound.command_timeout": "60s"}))
+            with prtest.smtplib.SMTP(HOST, srv.smtp_port, timeout=60) as s:
+                for i in range(60):
+                    s.sendmail(ALICE, ["x%d@slow.test" % i], b"Subject: slow\r\n\r\nx\r\n")
+            wait_for("the first slow attempt", lambda: "slow.test" in srv.log_text())
+            before = self.mx1.mailbox_count("bob@remote.test")
+            start = time.time()
+            self.send(["bob@remote.test"], "not held up", srv=srv)
+            # well before the first silent session times out (60 s)
+            self.arrived(self.mx1, "bob@remote.test", before + 1, timeout=30)
+            self.assertLess(time.time() - start, 30)
+        finally:
+            silent.close()
 
     def test_dns_servfail_defers(self):
         srv = self.server("servfail", "example.test", extra=self.outbound())

@@ -912,7 +912,7 @@ static void test_queue(void **state)
     assert_true(next > 0 && next <= apr_time_now());
 
     apr_array_header_t *msgs;
-    assert_int_equal(store_queue_due(r, apr_time_now(), 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(store_queue_due(r, apr_time_now(), NULL, 100, &msgs, p), APR_SUCCESS);
     assert_int_equal(msgs->nelts, 1);
     store_qmsg_t *m = APR_ARRAY_IDX(msgs, 0, store_qmsg_t *);
     assert_string_equal(m->sender, "alice@example.org");
@@ -927,6 +927,17 @@ static void test_queue(void **state)
     assert_string_equal(q[0].dsn.orcpt, "rfc822;A@remote.example");
     assert_null(q[1].dsn.orcpt);
     assert_int_equal(q[2].dsn.notify, STORE_NOTIFY_NEVER);
+
+    /* Paging: after the first recipient, the other two; after all, none. */
+    store_qcursor_t cur = {q[0].next_attempt, q[0].id};
+    assert_int_equal(store_queue_due(r, apr_time_now(), &cur, 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(APR_ARRAY_IDX(msgs, 0, store_qmsg_t *)->rcpts->nelts, 2);
+    cur.id = q[2].id;
+    assert_int_equal(store_queue_due(r, apr_time_now(), &cur, 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(msgs->nelts, 0);
+    assert_int_equal(store_queue_due(r, apr_time_now(), NULL, 100, &msgs, p), APR_SUCCESS);
+    m = APR_ARRAY_IDX(msgs, 0, store_qmsg_t *);
+    q = (store_qrcpt_t *)m->rcpts->elts;
 
     /* The queued copy: prefix then body. */
     store_stream_t *sm;
@@ -956,7 +967,7 @@ static void test_queue(void **state)
     assert_int_equal(db_int("SELECT count(*) FROM messages"), 1); /* the bounce */
     assert_int_equal(store_queue_count(r, &count), APR_SUCCESS);
     assert_int_equal(count, 1);
-    assert_int_equal(store_queue_due(r, apr_time_now(), 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(store_queue_due(r, apr_time_now(), NULL, 100, &msgs, p), APR_SUCCESS);
     assert_int_equal(msgs->nelts, 0); /* b is not due for an hour */
     assert_int_equal(store_queue_next(r, &next), APR_SUCCESS);
     assert_true(next == later);
@@ -973,7 +984,7 @@ static void test_queue(void **state)
 
     /* Admin retry: due now. */
     assert_int_equal(store_queue_retry(st, m->id), APR_SUCCESS);
-    assert_int_equal(store_queue_due(r, apr_time_now(), 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(store_queue_due(r, apr_time_now(), NULL, 100, &msgs, p), APR_SUCCESS);
     assert_int_equal(msgs->nelts, 1);
     assert_int_equal(store_queue_retry(st, m->id + 100), PR_ENOTFOUND);
 
@@ -1003,7 +1014,7 @@ static void test_queue(void **state)
     d.n_remote = 2;
     d.body = make_body(st, "Subject: three\r\n\r\nx\r\n", p);
     assert_int_equal(store_deliver(st, &d, NULL, p), APR_SUCCESS);
-    assert_int_equal(store_queue_due(r, apr_time_now(), 100, &msgs, p), APR_SUCCESS);
+    assert_int_equal(store_queue_due(r, apr_time_now(), NULL, 100, &msgs, p), APR_SUCCESS);
     q = (store_qrcpt_t *)APR_ARRAY_IDX(msgs, 0, store_qmsg_t *)->rcpts->elts;
     store_qresult_t both[] = {{q[0].id, STORE_Q_FAILED, 0, "550 no", 1, 0},
                               {q[1].id, STORE_Q_DELIVERED, 0, "250 ok", 1, 0}};
