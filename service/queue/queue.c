@@ -34,7 +34,7 @@
 #define QUEUE_SMARTHOST_KEY "" /* the one destination when relaying */
 #define QUEUE_SESSION_LINGER apr_time_from_msec(1000)
 #define QUEUE_DEST_BACKLOG_MIN 64 /* jobs waiting per destination (also 4 per connection) */
-#define QUEUE_RECORD_TRIES 5 /* store writes of an outcome, 1 s, 2 s, ... apart */
+#define QUEUE_RECORD_TRIES 5      /* store writes of an outcome, 1 s, 2 s, ... apart */
 
 typedef struct queue_job_t {
     struct queue_job_t *next;
@@ -516,6 +516,14 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
         h->name = cfg->outbound.smarthost;
         h->addrs = apr_array_make(pool, 1, sizeof(const char *));
         APR_ARRAY_PUSH(h->addrs, const char *) = cfg->outbound.smarthost;
+    } else if (key[0] == '[') {
+        /* An address literal (RFC 5321 4.1.3): that host, no DNS. */
+        queue_host_t *h = apr_array_push(hosts);
+        const char *ip = key + 1;
+        if (strncasecmp(ip, "IPv6:", 5) == 0) ip += 5;
+        h->name = key;
+        h->addrs = apr_array_make(pool, 1, sizeof(const char *));
+        APR_ARRAY_PUSH(h->addrs, const char *) = apr_pstrndup(pool, ip, strcspn(ip, "]"));
     } else {
         mx_route_t *route;
         apr_status_t st = mx_resolve(q->mx, key, &route, pool);
@@ -557,8 +565,8 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
         }
         if (hosts->nelts == 0) {
             const char *loop =
-                apr_psprintf(pool, "554 5.4.6 Mail for %s loops back to myself (%s is its MX)",
-                             key, cfg->server.hostname);
+                apr_psprintf(pool, "554 5.4.6 Mail for %s loops back to myself (%s is its MX)", key,
+                             cfg->server.hostname);
             queue_record_all(q, job, 554, loop, NULL, reader);
             queue_job_done(q, job);
             apr_pool_destroy(pool);
@@ -602,7 +610,7 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
                 st = smtp_client_connect(&cl, addr, port, h->name, &plain, &err, pool);
             }
             if (st == APR_SUCCESS) {
-                host = apr_psprintf(pool, "%s[%s]", h->name, addr);
+                host = h->name[0] == '[' ? h->name : apr_psprintf(pool, "%s[%s]", h->name, addr);
                 apr_thread_mutex_lock(q->mu);
                 q->stats.connections++;
                 apr_thread_mutex_unlock(q->mu);
@@ -811,7 +819,8 @@ static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
         apr_array_header_t *msgs = NULL;
         apr_status_t st = reader ? APR_SUCCESS : store_reader_open(&reader, q->store, pool);
         now = apr_time_now();
-        if (st == APR_SUCCESS) st = store_queue_due(reader, now, &cur, QUEUE_BATCH_MAX, &msgs, pass);
+        if (st == APR_SUCCESS)
+            st = store_queue_due(reader, now, &cur, QUEUE_BATCH_MAX, &msgs, pass);
         if (st == APR_SUCCESS) queue_cursor_next(&cur, msgs);
         if (st == APR_SUCCESS) st = store_queue_next(reader, &next);
         if (st != APR_SUCCESS) {

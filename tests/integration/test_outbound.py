@@ -148,6 +148,15 @@ class OutboundTest(unittest.TestCase):
         wait_for("an empty queue", lambda: queue_rows(self.out) == 0)
         self.assertIn("delivered via mx1.remote.test[127.0.0.2]", self.out.log_text())
 
+    def test_address_literal(self):
+        # user@[127.0.0.2]: that host directly, no DNS (RFC 5321 4.1.3).
+        # mx1 there takes no mail for a literal (it would be relaying), and
+        # its refusal in the report shows the message got there.
+        self.send(["bob@[127.0.0.2]"], "literal")
+        _, text = self.dsn_for("bob@[127.0.0.2]")
+        self.assertIn("Remote-MTA: dns; [127.0.0.2]\n", text.replace("\r\n", "\n"))
+        self.assertIn("Diagnostic-Code: smtp; 550 5.7.1", text)  # relay denied there
+
     def test_secondary_when_primary_refuses(self):
         self.send(["dave@down.test"], "secondary")
         self.arrived(self.mx2, "dave@down.test", 1)
