@@ -61,7 +61,7 @@ static const char *const store_sql[SQ__COUNT] = {
     [SQ_QRETRY] = "UPDATE queue_rcpts SET next_attempt = ?2 WHERE state = 0"
                   " AND (?1 = 0 OR queue_id = ?1)",
     [SQ_QRETRY_DOMAIN] = "UPDATE queue_rcpts SET next_attempt = ?2 WHERE state = 0"
-                         " AND substr(address, instr(address, '@') + 1) = ?1",
+                         " AND lower(substr(address, instr(address, '@') + 1)) = lower(?1)",
     [SQ_R_BEGIN] = "BEGIN",
     [SQ_R_COMMIT] = "COMMIT",
     [SQ_R_FOLDERS] = "SELECT mb.name, mb.uidvalidity, mb.uidnext, mb.highestmodseq,"
