@@ -143,10 +143,13 @@ const char *srs_forward(const srs_t *s, const char *sender, apr_time_t now, apr_
     const char *at = strrchr(sender, '@');
     if (!at || at == sender || !at[1]) return NULL;
     const char *domain = at + 1;
+    /* The domain is a field of the new address: '=' in it (no host name
+     * has one) would make it unreadable on the way back. */
+    if (strchr(domain, '=')) return NULL;
     char *local = apr_pstrmemdup(pool, sender, (apr_size_t)(at - sender));
     if (strcasecmp(domain, s->domain) == 0) return sender; /* ours already */
     char hash[SRS_HASH_LEN + 1];
-    if (srs_prefix(local, "SRS0")) {
+    if (srs_prefix(local, "SRS0") && local[4] == '=') {
         /* Forwarding an SRS0 of another forwarder: SRS1 keeps its part
          * whole and names its domain, so a bounce goes back through it. */
         const char *rest = local + 4; /* "=HHHH=TT=domain=local" */
@@ -154,12 +157,12 @@ const char *srs_forward(const srs_t *s, const char *sender, apr_time_t now, apr_
         srs_hash(s, parts, 2, hash);
         return apr_pstrcat(pool, "SRS1=", hash, "=", domain, "=", rest, "@", s->domain, NULL);
     }
-    if (srs_prefix(local, "SRS1")) {
-        /* SRS1=HHHH=srsdomain==rest: re-sign, keep the first forwarder. */
-        char *p = local + 5;
-        char *eq = strchr(p, '=');
-        char *orig = eq ? strchr(eq + 1, '=') : NULL;
-        if (!eq || !orig) return NULL;
+    char *p = srs_prefix(local, "SRS1") ? local + 5 : NULL;
+    char *eq = p ? strchr(p, '=') : NULL;
+    char *orig = eq ? strchr(eq + 1, '=') : NULL;
+    if (orig && orig > eq + 1 && orig[1] == '=') {
+        /* SRS1=HHHH=srsdomain==rest: re-sign, keep the first forwarder.
+         * Anything else that merely starts "SRS1=" is an address like any. */
         *orig = '\0';
         const char *srsdomain = eq + 1, *rest = orig + 1;
         const char *parts[] = {srsdomain, rest};
