@@ -49,7 +49,9 @@ if [ "$FUZZ_SECONDS" != 0 ] && command -v clang >/dev/null; then
     name=$(basename "$f"); corpus=tests/fuzz/corpus/${name#fuzz_}
     work=build/fuzz/corpus-$name; mkdir -p "$work"
     echo "-- $name"
-    "$f" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 "$work" $( [ -d "$corpus" ] && echo "$corpus" ) 2>&1 | tail -3
+    # a crash's input goes to the build tree, not the checkout
+    "$f" -max_total_time="$FUZZ_SECONDS" -print_final_stats=1 -artifact_prefix="$work/" \
+      "$work" $( [ -d "$corpus" ] && echo "$corpus" ) 2>&1 | tail -3
   done
 fi
 echo "== all tests passed"
