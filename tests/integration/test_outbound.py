@@ -9,10 +9,7 @@ DSN (RFC 3464) in the local sender's mailbox, null MX and NXDOMAIN bounces,
 expiry after max_queue_lifetime, a bounce that cannot be delivered making
 no further bounce, a smarthost with STARTTLS and AUTH, and SIGKILL during
 queue runs (after a restart every recipient arrives)."""
-import email
-import email.policy
 import os
-import poplib
 import socket
 import sys
 import time
@@ -21,7 +18,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prtest  # noqa: E402
 from dnstest import Dnsmasq  # noqa: E402
-from prtest import HOST, Server  # noqa: E402
+from outtest import OutboundCase  # noqa: E402
+from prtest import HOST  # noqa: E402
 
 ALICE, ALICE_PW = "alice@example.test", "alice-Secret-1"
 
@@ -30,7 +28,7 @@ free_port_on, wait_for = prtest.free_port_on, prtest.wait_for
 queue_rows, stored_messages = prtest.queue_rows, prtest.stored_messages
 
 
-class OutboundTest(unittest.TestCase):
+class OutboundTest(OutboundCase):
     PORT = None
 
     @classmethod
@@ -66,40 +64,6 @@ class OutboundTest(unittest.TestCase):
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def outbound(cls, **over):
-        extra = {"smtp.relay_networks": "127.0.0.1/32", "pop3.allow_plaintext_auth": "yes",
-                 "outbound.dns_servers": cls.dns.server, "outbound.port": str(cls.port),
-                 "outbound.retry_schedule": "1s", "outbound.connect_timeout": "3s",
-                 "outbound.command_timeout": "10s"}
-        extra.update(over)
-        return extra
-
-    @classmethod
-    def server(cls, name, domains, extra=None, mx_listen=(), users=()):
-        """A started postroomd; users (address, password) exist before it
-        listens, so no mail finds it without them."""
-        extra = dict(extra or {})
-        extra.setdefault("pop3.allow_plaintext_auth", "yes")
-        srv = Server(name, extra=extra, domains=domains, mx_listen=mx_listen)
-        cls.servers.append(srv)
-        for user, password in users:
-            srv.add_user(user, password)
-        srv.start()
-        return srv
-
-    @classmethod
-    def tearDownClass(cls):
-        bad = []
-        for srv in cls.servers:
-            rc = srv.stop()
-            if rc != 0:
-                bad.append((srv.dir, rc))
-                print(srv.log_text()[-4000:])
-            srv.cleanup()
-        cls.dns.cleanup()
-        assert not bad, "postroomd exited badly: %r" % bad
-
     def send(self, rcpts, subject, sender=ALICE, srv=None):
         body = ("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s@example.test>\r\n\r\n"
                 "hello %s\r\n" % (sender or "MAILER-DAEMON", ", ".join(rcpts), subject,
@@ -109,19 +73,6 @@ class OutboundTest(unittest.TestCase):
     def arrived(self, srv, user, n, timeout=30):
         wait_for("%d messages for %s" % (n, user), lambda: srv.mailbox_count(user) >= n,
                  timeout=timeout)
-
-    def pop_messages(self, srv, user, password):
-        """Every message in user's INBOX, parsed."""
-        p = poplib.POP3(HOST, srv.pop3_port, timeout=30)
-        try:
-            p.user(user)
-            p.pass_(password)
-            n = len(p.list()[1])
-            return [email.message_from_bytes(b"\r\n".join(p.retr(i + 1)[1]),
-                                             policy=email.policy.compat32)
-                    for i in range(n)]
-        finally:
-            p.quit()
 
     def dsns(self, srv=None):
         """The delivery status reports in alice's mailbox."""

@@ -15,10 +15,7 @@ explains the delivery), is refused (459) outside it and says 251 when
 nothing waits; 100 Received: fields get 554 5.4.6 and nothing is stored;
 max_recipients_per_day = 3 refuses the fourth outside recipient with 450
 4.7.1 and logs a warning."""
-import email
-import email.policy
 import os
-import poplib
 import smtplib
 import sys
 import time
@@ -27,7 +24,8 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prtest  # noqa: E402
 from dnstest import Dnsmasq  # noqa: E402
-from prtest import HOST, Server  # noqa: E402
+from outtest import OutboundCase  # noqa: E402
+from prtest import HOST  # noqa: E402
 
 ALICE, ALICE_PW = "alice@example.test", "alice-Secret-1"
 
@@ -35,7 +33,7 @@ ALICE, ALICE_PW = "alice@example.test", "alice-Secret-1"
 free_port_on, wait_for = prtest.free_port_on, prtest.wait_for
 
 
-class DsnTest(unittest.TestCase):
+class DsnTest(OutboundCase):
 
     @classmethod
     def setUpClass(cls):
@@ -63,38 +61,6 @@ class DsnTest(unittest.TestCase):
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def outbound(cls, **over):
-        extra = {"smtp.relay_networks": "127.0.0.1/32", "pop3.allow_plaintext_auth": "yes",
-                 "outbound.dns_servers": cls.dns.server, "outbound.port": str(cls.port),
-                 "outbound.retry_schedule": "1s", "outbound.connect_timeout": "3s",
-                 "outbound.command_timeout": "10s"}
-        extra.update(over)
-        return extra
-
-    @classmethod
-    def server(cls, name, domains, extra=None, mx_listen=()):
-        extra = dict(extra or {})
-        extra.setdefault("pop3.allow_plaintext_auth", "yes")
-        srv = Server(name, extra=extra, domains=domains, mx_listen=mx_listen)
-        cls.servers.append(srv)
-        srv.start()
-        return srv
-
-    @classmethod
-    def tearDownClass(cls):
-        bad = []
-        for srv in cls.servers:
-            rc = srv.stop()
-            if rc != 0:
-                bad.append((srv.dir, rc))
-                print(srv.log_text()[-4000:])
-            srv.cleanup()
-        cls.dns.cleanup()
-        assert not bad, "postroomd exited badly: %r" % bad
-
-    # ---- helpers
-
     def message(self, subject, rcpts, extra_headers=""):
         return ("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s@example.test>\r\n%s\r\n"
                 "hello %s\r\n" % (ALICE, ", ".join(rcpts), subject, subject.replace(" ", "."),
@@ -113,18 +79,6 @@ class DsnTest(unittest.TestCase):
             code, text = s.data(self.message(subject, list(rcpts)))
             self.assertEqual(code, 250, text)
         return replies
-
-    def pop_messages(self, srv, user, password):
-        p = poplib.POP3(HOST, srv.pop3_port, timeout=30)
-        try:
-            p.user(user)
-            p.pass_(password)
-            n = len(p.list()[1])
-            return [email.message_from_bytes(b"\r\n".join(p.retr(i + 1)[1]),
-                                             policy=email.policy.compat32)
-                    for i in range(n)]
-        finally:
-            p.quit()
 
     def reports(self, srv=None):
         """(message, delivery-status text) of every report in alice's mailbox."""
