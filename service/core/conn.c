@@ -3,6 +3,7 @@
  * test connections get TLS alike; server and client handshakes; outbound
  * TCP connect trying each address of a host in turn. */
 #include "service/core/conn.h"
+#include "service/core/fiber.h"
 #include "service/core/status.h"
 #include "service/core/tls.h"
 
@@ -20,6 +21,8 @@
 #ifdef _WIN32
 #include <winsock2.h>
 #else
+#include <errno.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #endif
@@ -104,6 +107,75 @@ static void sock_shutdown_read(void *ctx)
 
 static const pr_transport_t sock_transport = {sock_recv, sock_send, sock_set_timeout,
                                               sock_shutdown_read};
+
+#ifdef __linux__
+/* A socket on an event loop: non-blocking, and a call that would block
+ * parks the session's fiber until the loop sees the socket ready (or the
+ * timeout passes). No system call beyond the read or write itself. */
+typedef struct fiber_tp_t {
+    pr_fiber_io_t io;
+    apr_interval_time_t timeout; /* 0: none */
+} fiber_tp_t;
+
+static apr_status_t fiber_wait(fiber_tp_t *s, unsigned what, apr_time_t *deadline)
+{
+    if (!*deadline && s->timeout > 0) *deadline = apr_time_now() + s->timeout;
+    return pr_fiber_io_wait(&s->io, what, *deadline);
+}
+
+static apr_status_t fiber_recv(void *ctx, char *buf, apr_size_t *len)
+{
+    fiber_tp_t *s = ctx;
+    apr_time_t deadline = 0;
+    apr_size_t room = *len;
+    *len = 0;
+    for (;;) {
+        ssize_t n = recv(s->io.fd, buf, room, 0);
+        if (n > 0) {
+            *len = (apr_size_t)n;
+            return APR_SUCCESS;
+        }
+        if (n == 0) return APR_EOF;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return APR_FROM_OS_ERROR(errno);
+        if (fiber_wait(s, PR_IO_IN, &deadline) != APR_SUCCESS) return APR_TIMEUP;
+    }
+}
+
+static apr_status_t fiber_send(void *ctx, const char *buf, apr_size_t len)
+{
+    fiber_tp_t *s = ctx;
+    apr_time_t deadline = 0;
+    while (len > 0) {
+        ssize_t n = send(s->io.fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0) {
+            buf += n;
+            len -= (apr_size_t)n;
+            continue;
+        }
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return APR_FROM_OS_ERROR(errno);
+        if (fiber_wait(s, PR_IO_OUT, &deadline) != APR_SUCCESS) return APR_TIMEUP;
+    }
+    return APR_SUCCESS;
+}
+
+static void fiber_set_timeout(void *ctx, apr_interval_time_t t)
+{
+    fiber_tp_t *s = ctx;
+    s->timeout = t > 0 ? t : 0;
+}
+
+/* From any thread (shutdown): the loop sees the socket readable at once. */
+static void fiber_shutdown_read(void *ctx)
+{
+    fiber_tp_t *s = ctx;
+    shutdown(s->io.fd, SHUT_RD);
+}
+
+static const pr_transport_t fiber_transport = {fiber_recv, fiber_send, fiber_set_timeout,
+                                               fiber_shutdown_read};
+#endif
 
 typedef struct mem_tp_t {
     const char *input;
@@ -250,6 +322,18 @@ apr_status_t pr_conn_create(pr_conn_t **c_r, const pr_transport_t *tp, void *tp_
 
 apr_status_t pr_conn_create_socket(pr_conn_t **c_r, apr_socket_t *sock, apr_pool_t *pool)
 {
+#ifdef __linux__
+    /* On a loop thread the session is a fiber: the loop's transport. The
+     * socket leaves the loop's epoll set when it is closed. */
+    apr_os_sock_t fd;
+    if (pr_loops_thread() && apr_os_sock_get(&fd, sock) == APR_SUCCESS) {
+        fiber_tp_t *f = apr_pcalloc(pool, sizeof(*f));
+        apr_status_t st;
+        if (fcntl(fd, F_SETFL, O_NONBLOCK) != 0) return APR_FROM_OS_ERROR(errno);
+        if ((st = pr_fiber_io_add(&f->io, fd)) != APR_SUCCESS) return st;
+        return pr_conn_create(c_r, &fiber_transport, f, pool);
+    }
+#endif
     sock_tp_t *s = apr_pcalloc(pool, sizeof(*s));
     s->sock = sock;
     return pr_conn_create(c_r, &sock_transport, s, pool);

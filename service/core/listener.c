@@ -1,17 +1,21 @@
-/* Listeners, connection limits and session threads. A session runs on its
- * own detached thread with a small stack and its own unmanaged pool, so an
- * idle connection costs a few pages and a slow client never delays another.
- * All session pools draw from one shared allocator that keeps a bounded
- * cache of freed blocks: Debian's APR maps every block with mmap, and an
- * munmap per block per session (with its TLB shootdown on every core) was
- * the largest single cost of a short SMTP session. */
+/* Listeners, connection limits and sessions. On Linux sessions are fibers
+ * on one event loop per core (fiber.h): the loops accept, and a session
+ * waiting for its client parks instead of holding a thread. Elsewhere a
+ * session runs on its own detached thread with a small stack. Either way it
+ * has its own unmanaged pool, so an idle connection costs a few pages and a
+ * slow client never delays another. All session pools draw from one shared allocator that keeps a
+ * bounded cache of freed blocks: Debian's APR maps every block with mmap, and an munmap per block
+ * per session (with its TLB shootdown on every core) was the largest single cost of a short SMTP
+ * session. */
 #include "service/core/listener.h"
+#include "service/core/fiber.h"
 #include "service/core/log.h"
 #include "service/core/status.h"
 
 #include <apr_atomic.h>
 #include <apr_hash.h>
 #include <apr_poll.h>
+#include <apr_portable.h>
 #include <apr_strings.h>
 #include <apr_thread_cond.h>
 #include <apr_thread_mutex.h>
@@ -39,6 +43,7 @@
 #define MAX_SPARE 32
 
 typedef struct lsock_t {
+    pr_listener_t *owner;
     apr_socket_t *sock;
     apr_port_t port;
     pr_session_fn fn;
@@ -57,17 +62,18 @@ struct pr_listener_t {
     lsock_t socks[MAX_LISTENERS];
     int n_socks;
     apr_pollset_t *pollset;
-    apr_thread_t *acceptor;
+    pr_loops_t *loops;      /* sessions on event loops, or */
+    apr_thread_t *acceptor; /* an acceptor thread and a thread per session */
     apr_thread_mutex_t *mutex;
-    apr_thread_cond_t *cond; /* signalled when a session ends */
+    apr_thread_cond_t *cond;       /* signalled when a session ends */
     apr_thread_cond_t *spare_cond; /* signalled when a session is handed over */
     pr_session_t *handoff;         /* sessions waiting for a spare thread */
     int n_handoff;
-    int n_spare;                   /* threads waiting for a session */
-    int n_threads;                 /* session threads alive (busy or spare) */
-    apr_allocator_t *alloc;  /* shared by all session pools */
+    int n_spare;            /* threads waiting for a session */
+    int n_threads;          /* session threads alive (busy or spare) */
+    apr_allocator_t *alloc; /* shared by all session pools */
     apr_thread_mutex_t *alloc_mutex;
-    pr_session_t *sessions;  /* doubly linked list of live sessions */
+    pr_session_t *sessions; /* doubly linked list of live sessions */
     int n_sessions;
     apr_hash_t *per_addr;
     volatile apr_uint32_t stopping; /* set once, by apr_atomic_xchg32 */
@@ -121,8 +127,8 @@ apr_status_t pr_listener_add(pr_listener_t *l, const pr_endpoint_t *ep, pr_sessi
         return PR_ETOOMANY;
     }
     st = apr_sockaddr_info_get(&sa, ep->host, APR_UNSPEC, ep->port, 0, l->pool);
-    if (st == APR_SUCCESS) st = apr_socket_create(&sock, sa->family, SOCK_STREAM, APR_PROTO_TCP,
-                                                  l->pool);
+    if (st == APR_SUCCESS)
+        st = apr_socket_create(&sock, sa->family, SOCK_STREAM, APR_PROTO_TCP, l->pool);
     if (st == APR_SUCCESS) {
         apr_socket_opt_set(sock, APR_SO_REUSEADDR, 1);
 #if APR_HAVE_IPV6
@@ -138,6 +144,7 @@ apr_status_t pr_listener_add(pr_listener_t *l, const pr_endpoint_t *ep, pr_sessi
     }
     apr_socket_opt_set(sock, APR_SO_NONBLOCK, 1);
     lsock_t *ls = &l->socks[l->n_socks];
+    ls->owner = l;
     ls->sock = sock;
     ls->fn = fn;
     ls->service = service;
@@ -202,8 +209,10 @@ static void listener_release(pr_listener_t *l, pr_session_t *s)
         apr_hash_set(l->per_addr, ac->ip, APR_HASH_KEY_STRING, NULL);
         free(ac);
     }
-    if (s->prev) s->prev->next = s->next;
-    else l->sessions = s->next;
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        l->sessions = s->next;
     if (s->next) s->next->prev = s->prev;
     l->n_sessions--;
     apr_thread_cond_broadcast(l->cond);
@@ -253,7 +262,8 @@ static void *session_main(void *arg)
 {
     pr_session_t *s = arg;
     pr_listener_t *l = s->owner;
-    do session_run(s);
+    do
+        session_run(s);
     while ((s = listener_next_session(l)) != NULL);
     return NULL;
 }
@@ -308,7 +318,13 @@ static int listener_spawn(pr_listener_t *l, pr_session_t *s)
     return 0;
 }
 
-static void listener_accept(pr_listener_t *l, lsock_t *ls)
+static void session_fiber(void *arg)
+{
+    session_run(arg);
+}
+
+/* Accept one connection; 0 when none was waiting. */
+static int listener_accept(pr_listener_t *l, lsock_t *ls)
 {
     apr_pool_t *pool;
     apr_socket_t *ns;
@@ -322,7 +338,7 @@ static void listener_accept(pr_listener_t *l, lsock_t *ls)
         if (!APR_STATUS_IS_EAGAIN(st) && !APR_STATUS_IS_EINTR(st))
             pr_log_warn(NULL, "accept: %s", pr_strerror(st, buf, sizeof(buf)));
         apr_pool_destroy(pool);
-        return;
+        return 0;
     }
     pr_session_t *s = apr_pcalloc(pool, sizeof(*s));
     s->pool = pool;
@@ -335,11 +351,14 @@ static void listener_accept(pr_listener_t *l, lsock_t *ls)
     apr_sockaddr_ip_get((char **)&s->local_ip, local);
     s->peer_port = peer->port;
     s->local_port = local->port;
-    s->sid = apr_psprintf(pool, "%08X%06X", l->sid_base,
-                          apr_atomic_inc32(&l->sid_counter) & 0xffffff);
-    /* Accepted sockets may inherit non-blocking mode; sessions use APR timeouts. */
-    apr_socket_opt_set(ns, APR_SO_NONBLOCK, 0);
-    apr_socket_timeout_set(ns, -1);
+    s->sid =
+        apr_psprintf(pool, "%08X%06X", l->sid_base, apr_atomic_inc32(&l->sid_counter) & 0xffffff);
+    if (!l->loops) {
+        /* Accepted sockets may inherit non-blocking mode; session threads
+         * block, with the kernel's timeouts (conn.c). */
+        apr_socket_opt_set(ns, APR_SO_NONBLOCK, 0);
+        apr_socket_timeout_set(ns, -1);
+    }
     apr_socket_opt_set(ns, APR_TCP_NODELAY, 1);
 
     int exempt = listener_exempt(l, peer);
@@ -354,16 +373,28 @@ static void listener_accept(pr_listener_t *l, lsock_t *ls)
         apr_socket_send(ns, ls->busy_reply, &n);
         apr_socket_close(ns);
         apr_pool_destroy(pool);
-        return;
+        return 1;
     }
-    pr_conn_create_socket(&s->conn, ns, pool);
-    if (!listener_spawn(l, s)) {
-        pr_log_error(s->sid, "cannot start a session thread");
-        pr_conn_close(s->conn);
+    int started;
+    if (l->loops)
+        started = pr_conn_create_socket(&s->conn, ns, pool) == APR_SUCCESS &&
+                  pr_fiber_spawn(session_fiber, s) == APR_SUCCESS;
+    else
+        started = pr_conn_create_socket(&s->conn, ns, pool) == APR_SUCCESS && listener_spawn(l, s);
+    if (!started) {
+        pr_log_error(s->sid, "cannot start a session");
+        if (s->conn) pr_conn_close(s->conn);
         apr_socket_close(ns);
         listener_release(l, s);
         apr_pool_destroy(pool);
     }
+    return 1;
+}
+
+static int listener_accept_fn(void *ctx)
+{
+    lsock_t *ls = ctx;
+    return listener_accept(ls->owner, ls);
 }
 
 static void *APR_THREAD_FUNC listener_thread(apr_thread_t *thd, void *data)
@@ -375,7 +406,8 @@ static void *APR_THREAD_FUNC listener_thread(apr_thread_t *thd, void *data)
         apr_status_t st = apr_pollset_poll(l->pollset, -1, &n, &ready);
         if (l->stopping) break;
         if (st != APR_SUCCESS) continue; /* EINTR or wakeup */
-        for (apr_int32_t i = 0; i < n; i++) listener_accept(l, ready[i].client_data);
+        for (apr_int32_t i = 0; i < n; i++)
+            listener_accept(l, ready[i].client_data);
     }
     /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips
      * ASan's thread teardown (a false stack-buffer-underflow). */
@@ -385,6 +417,18 @@ static void *APR_THREAD_FUNC listener_thread(apr_thread_t *thd, void *data)
 
 apr_status_t pr_listener_start(pr_listener_t *l)
 {
+    int fds[MAX_LISTENERS];
+    void *ctx[MAX_LISTENERS];
+    for (int i = 0; i < l->n_socks; i++) {
+        apr_os_sock_t fd;
+        apr_os_sock_get(&fd, l->socks[i].sock);
+        fds[i] = (int)fd;
+        ctx[i] = &l->socks[i];
+    }
+    apr_status_t st =
+        pr_loops_start(&l->loops, 0, fds, ctx, l->n_socks, listener_accept_fn, l->pool);
+    if (st != APR_ENOTIMPL) return st;
+    l->loops = NULL;
     apr_threadattr_t *attr;
     apr_threadattr_create(&attr, l->pool);
     return apr_thread_create(&l->acceptor, attr, listener_thread, l, l->pool);
@@ -432,12 +476,14 @@ int pr_listener_stop(pr_listener_t *l, apr_interval_time_t grace)
     apr_thread_mutex_lock(l->mutex);
     apr_atomic_xchg32(&l->stopping, 1);
     apr_thread_mutex_unlock(l->mutex);
+    if (l->loops) pr_loops_stop_accepting(l->loops);
     if (l->acceptor) {
         apr_pollset_wakeup(l->pollset);
         apr_thread_join(&rv, l->acceptor);
         l->acceptor = NULL;
     }
-    for (int i = 0; i < l->n_socks; i++) apr_socket_close(l->socks[i].sock);
+    for (int i = 0; i < l->n_socks; i++)
+        apr_socket_close(l->socks[i].sock);
     l->n_socks = 0;
 
     apr_time_t deadline = apr_time_now() + grace;
@@ -461,8 +507,13 @@ int pr_listener_stop(pr_listener_t *l, apr_interval_time_t grace)
     }
     if (left == 0) { /* let the spare threads go, and wait until they have */
         apr_thread_cond_broadcast(l->spare_cond);
-        while (l->n_threads > 0) apr_thread_cond_wait(l->cond, l->mutex);
+        while (l->n_threads > 0)
+            apr_thread_cond_wait(l->cond, l->mutex);
     }
     apr_thread_mutex_unlock(l->mutex);
+    if (left == 0 && l->loops) {
+        pr_loops_join(l->loops);
+        l->loops = NULL;
+    }
     return woken_all ? left : 0;
 }

@@ -9,6 +9,7 @@
  * so a dropped connection deletes nothing. POP2 has no TLS: it is only
  * offered where an administrator configured it. */
 #include "service/core/log.h"
+#include "service/core/fiber.h"
 #include "service/core/status.h"
 #include "service/pop3/pop3_int.h"
 
@@ -155,7 +156,7 @@ static void pop2_act_helo(pop2_sess_t *ps, pop2_cmd_t *cmd)
         /* RFC 937: the server closes the connection after a failed HELO. */
         pr_log_info(s->sid, "login failed for %.100s from %s", login, s->peer_ip);
         apr_interval_time_t delay = pr_penalty_fail(ps->srv->penalty, s->peer_ip);
-        if (delay > 0) apr_sleep(delay);
+        if (delay > 0) pr_sleep(delay);
         pop2_reply(ps, "- Invalid login or password");
         ps->quit = 1;
         return;

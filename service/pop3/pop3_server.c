@@ -5,6 +5,7 @@
  * Messages are streamed from the store in chunks with byte-stuffing, so a
  * session's memory stays bounded whatever the message size. */
 #include "service/core/log.h"
+#include "service/core/fiber.h"
 #include "service/core/sasl.h"
 #include "service/core/status.h"
 #include "service/pop3/pop3_int.h"
@@ -147,7 +148,7 @@ static void pop3_login(pop3_sess_t *ps, const char *authz, const char *login, ap
         pr_log_info(ps->s->sid, "login failed (%s): %.*s from %s", how, who_len, login,
                     ps->s->peer_ip);
         ps->errors++;
-        if (delay > 0) apr_sleep(delay);
+        if (delay > 0) pr_sleep(delay);
         pop3_reply(ps, "-ERR [AUTH] Invalid login or password");
         return;
     }

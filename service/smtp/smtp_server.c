@@ -22,6 +22,7 @@
  * that a report names the address the sender used. */
 #include "service/smtp/smtp.h"
 #include "service/core/log.h"
+#include "service/core/fiber.h"
 #include "service/core/penalty.h"
 #include "service/core/sasl.h"
 #include "service/core/status.h"
@@ -439,7 +440,7 @@ static void smtp_auth_check(smtp_sess_t *ss, const char *authz, const char *logi
         smtp_reply(ss, "454 4.7.0 Temporary authentication failure");
     } else {
         pr_log_info(ss->s->sid, "auth failed for %.100s from %s", login, ss->s->peer_ip);
-        apr_sleep(pr_penalty_fail(pen, ss->s->peer_ip));
+        pr_sleep(pr_penalty_fail(pen, ss->s->peer_ip));
         smtp_reply(ss, "535 5.7.8 Authentication credentials invalid");
     }
 }

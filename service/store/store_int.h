@@ -5,6 +5,7 @@
 #ifndef PR_STORE_INT_H
 #define PR_STORE_INT_H
 
+#include "service/core/fiber.h"
 #include "service/store/store.h"
 
 #include <apr_file_io.h>
@@ -128,7 +129,8 @@ typedef struct store_req_t {
     const char *domain; /* STORE_REQ_QRETRY: only this domain's recipients */
     apr_status_t status;
     int done;
-    store_waiter_t *waiter;
+    store_waiter_t *waiter; /* a thread waits here, or */
+    pr_fiber_ref_t fiber;   /* a fiber (waiter NULL) */
 } store_req_t;
 
 struct store_t {

@@ -344,7 +344,10 @@ static void *APR_THREAD_FUNC store_writer_main(apr_thread_t *t, void *data)
         for (store_req_t *r = batch, *next; r; r = next) {
             next = r->next; /* r may be gone once done is seen */
             r->done = 1;
-            apr_thread_cond_signal(r->waiter->cond);
+            if (r->waiter)
+                apr_thread_cond_signal(r->waiter->cond);
+            else
+                pr_fiber_wake(r->fiber);
         }
     }
     apr_thread_mutex_unlock(st->mu);
@@ -373,6 +376,18 @@ void store_writer_stop(store_t *st)
     }
 }
 
+/* Queue a request for the writer; under mu. */
+static void store_writer_enqueue(store_t *st, store_req_t *req)
+{
+    if (st->tail)
+        st->tail->next = req;
+    else
+        st->head = req;
+    st->tail = req;
+    st->queued++;
+    apr_thread_cond_signal(st->work);
+}
+
 apr_status_t store_writer_submit(store_t *st, store_req_t *req)
 {
     req->next = NULL;
@@ -399,6 +414,20 @@ apr_status_t store_writer_submit(store_t *st, store_req_t *req)
         apr_thread_mutex_unlock(st->mu);
         return PR_ESHUTDOWN;
     }
+    if (pr_fiber_self()) {
+        /* A session on an event loop parks its fiber; the loop runs others
+         * meanwhile and the writer wakes it through the loop. */
+        req->waiter = NULL;
+        req->fiber = pr_fiber_ref();
+        store_writer_enqueue(st, req);
+        while (!req->done) {
+            apr_thread_mutex_unlock(st->mu);
+            pr_fiber_park(0);
+            apr_thread_mutex_lock(st->mu);
+        }
+        apr_thread_mutex_unlock(st->mu);
+        return req->status;
+    }
     store_waiter_t *w = st->waiters;
     if (w)
         st->waiters = w->next;
@@ -408,13 +437,7 @@ apr_status_t store_writer_submit(store_t *st, store_req_t *req)
         return PR_EIO;
     }
     req->waiter = w;
-    if (st->tail)
-        st->tail->next = req;
-    else
-        st->head = req;
-    st->tail = req;
-    st->queued++;
-    apr_thread_cond_signal(st->work);
+    store_writer_enqueue(st, req);
     while (!req->done)
         apr_thread_cond_wait(w->cond, st->mu);
     w->next = st->waiters;
