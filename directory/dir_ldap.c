@@ -29,6 +29,7 @@
  * chased (search references are skipped, a referral is "nothing here").
  * Listings (`postroom user list`, --check's count) page (RFC 2696). Every
  * client value in a filter is escaped (ldap_filter.h). */
+#include "service/core/fiber.h"
 #include "directory/dir_internal.h"
 #include "directory/dir_ldap_int.h"
 #include "directory/ldap_filter.h"
@@ -761,6 +762,23 @@ static apr_array_header_t *ldapb_split(char *text, apr_pool_t *pool)
 static apr_status_t ldapb_lookup_ldap(ldapb_t *b, const char *address, dir_entry_t **e_r,
                                       apr_pool_t *pool);
 
+/* Every exchange with the server runs through pr_fiber_blocking: a session
+ * on an event loop waits for LDAP on a helper thread, not on its loop. */
+typedef struct ldapb_job_t {
+    ldapb_t *b;
+    const char *login, *password;
+    dir_entry_t **e_r;
+    const char **user_r, **tag_r;
+    apr_pool_t *pool;
+    apr_status_t st;
+} ldapb_job_t;
+
+static void ldapb_lookup_job(void *arg)
+{
+    ldapb_job_t *j = arg;
+    j->st = ldapb_lookup_ldap(j->b, j->login, j->e_r, j->pool);
+}
+
 static apr_status_t ldapb_lookup(void *ctx, const char *address, dir_entry_t **e_r,
                                  apr_pool_t *pool)
 {
@@ -776,7 +794,9 @@ static apr_status_t ldapb_lookup(void *ctx, const char *address, dir_entry_t **e
         *e_r = e;
         return APR_SUCCESS;
     }
-    apr_status_t st = ldapb_lookup_ldap(b, address, e_r, pool);
+    ldapb_job_t job = {.b = b, .login = address, .e_r = e_r, .pool = pool};
+    pr_fiber_blocking(ldapb_lookup_job, &job);
+    apr_status_t st = job.st;
     if (st == APR_SUCCESS)
         ldapb_cache_put(b, key, 1, (*e_r)->kind, ldapb_join((*e_r)->targets, pool),
                         b->cfg->ldap.cache_ttl);
@@ -951,13 +971,9 @@ apr_status_t ldapb_find_login(ldapb_t *b, ldapb_slot_t *sl, const char *login, c
     return APR_SUCCESS;
 }
 
-static apr_status_t ldapb_authenticate(void *ctx, const char *login, const char *password,
-                                       const char **user_r, apr_pool_t *pool)
+static apr_status_t ldapb_authenticate_now(ldapb_t *b, const char *login, const char *password,
+                                           const char **user_r, apr_pool_t *pool)
 {
-    ldapb_t *b = ctx;
-    /* An empty password would be an unauthenticated bind (RFC 4513 5.1.2):
-     * a "success" that proves nothing. */
-    if (!password || !*password) return PR_EAUTH;
     ldapb_slot_t *sl;
     apr_status_t st = ldapb_acquire(b, &sl);
     if (st != APR_SUCCESS) return st;
@@ -980,6 +996,36 @@ static apr_status_t ldapb_authenticate(void *ctx, const char *login, const char 
     return st;
 }
 
+static void ldapb_authenticate_job(void *arg)
+{
+    ldapb_job_t *j = arg;
+    j->st = ldapb_authenticate_now(j->b, j->login, j->password, j->user_r, j->pool);
+}
+
+static apr_status_t ldapb_authenticate(void *ctx, const char *login, const char *password,
+                                       const char **user_r, apr_pool_t *pool)
+{
+    /* An empty password would be an unauthenticated bind (RFC 4513 5.1.2):
+     * a "success" that proves nothing. */
+    if (!password || !*password) return PR_EAUTH;
+    ldapb_job_t job = {
+        .b = ctx, .login = login, .password = password, .user_r = user_r, .pool = pool};
+    pr_fiber_blocking(ldapb_authenticate_job, &job);
+    return job.st;
+}
+
+/* The user and tag of a login, from the server. */
+static void ldapb_auth_tag_job(void *arg)
+{
+    ldapb_job_t *j = arg;
+    ldapb_slot_t *sl;
+    if ((j->st = ldapb_acquire(j->b, &sl)) != APR_SUCCESS) return;
+    const char *dn;
+    int rc = LDAP_SUCCESS;
+    j->st = ldapb_find_login(j->b, sl, j->login, &dn, j->user_r, j->tag_r, &rc, j->pool);
+    ldapb_release(j->b, sl, rc);
+}
+
 /* For the verified-credential cache: the user a login names and a tag that
  * changes with the password (DN, entryCSN or pwdLastSet), from the
  * answer cache while it is fresh. So a cached login costs no LDAP traffic;
@@ -999,13 +1045,10 @@ static apr_status_t ldapb_auth_tag(void *ctx, const char *login, const char **us
         *tag_r = nl + 1;
         return APR_SUCCESS;
     }
-    ldapb_slot_t *sl;
-    apr_status_t st = ldapb_acquire(b, &sl);
-    if (st != APR_SUCCESS) return st;
-    const char *dn, *user = NULL, *tag = NULL;
-    int rc = LDAP_SUCCESS;
-    st = ldapb_find_login(b, sl, login, &dn, &user, &tag, &rc, pool);
-    ldapb_release(b, sl, rc);
+    const char *user = NULL, *tag = NULL;
+    ldapb_job_t job = {.b = b, .login = login, .user_r = &user, .tag_r = &tag, .pool = pool};
+    pr_fiber_blocking(ldapb_auth_tag_job, &job);
+    apr_status_t st = job.st;
     if (st == PR_EAUTH) st = PR_ENOTFOUND;
     if (st != APR_SUCCESS) return st;
     ldapb_cache_put(b, key, 1, 0, apr_pstrcat(pool, user, "\n", tag, NULL), b->cfg->ldap.cache_ttl);

@@ -2,6 +2,7 @@
  * OpenSSL, stored as a PHC-style string
  * "$scrypt$ln=<log2 N>,r=<r>,p=<p>$<salt>$<hash>" (unpadded base64). */
 #include "directory/directory.h"
+#include "service/core/fiber.h"
 #include "service/core/status.h"
 
 #include <apr_encode.h>
@@ -115,7 +116,7 @@ static int pw_parse_b64(const char **s, char end, unsigned char *buf, apr_size_t
     return 1;
 }
 
-apr_status_t dir_password_verify(const char *hash, const char *password)
+static apr_status_t password_verify_now(const char *hash, const char *password)
 {
     unsigned char salt[PW_BIN_MAX], want[PW_BIN_MAX], got[PW_BIN_MAX];
     apr_size_t saltlen, wantlen;
@@ -138,4 +139,24 @@ apr_status_t dir_password_verify(const char *hash, const char *password)
     if (CRYPTO_memcmp(got, want, wantlen) == 0) st = APR_SUCCESS;
     OPENSSL_cleanse(got, sizeof(got));
     return st;
+}
+
+typedef struct password_verify_t {
+    const char *hash, *password;
+    apr_status_t st;
+} password_verify_t;
+
+static void password_verify_job(void *arg)
+{
+    password_verify_t *v = arg;
+    v->st = password_verify_now(v->hash, v->password);
+}
+
+/* scrypt takes tens of milliseconds: a session on an event loop has it done
+ * on a helper thread, so the other sessions of its loop do not wait. */
+apr_status_t dir_password_verify(const char *hash, const char *password)
+{
+    password_verify_t v = {hash, password, PR_EAUTH};
+    pr_fiber_blocking(password_verify_job, &v);
+    return v.st;
 }

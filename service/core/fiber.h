@@ -1,10 +1,12 @@
 /* Fibers on event loops: sessions run as fibers (small stacks, switched in
- * user space) on a few loop threads, one per core, each waiting on its own
+ * user space) on a few loop threads, one per two cores, each waiting on its own
  * epoll set. A session's code stays straight-line: when it must wait -- for
  * its socket, for another thread (the store's commit), for time -- it waits
  * through this face, which parks the fiber and lets its loop run others. So
  * thousands of idle sessions cost a few pages each and no thread, and a busy
- * server switches between sessions without the kernel.
+ * server switches between sessions without the kernel. What may hold a
+ * thread for long (LDAP, password hashing) goes to helper threads through
+ * pr_fiber_blocking.
  *
  * Every waiting call also works outside a fiber (a thread of its own, a
  * test, the CLI): it then blocks the calling thread as usual. Loops exist on
@@ -39,6 +41,12 @@ int pr_fiber_park(apr_time_t deadline);
 /* Make a parked fiber runnable; from any thread. */
 void pr_fiber_wake(pr_fiber_ref_t r);
 
+/* Run fn(arg), which may hold its thread for long (an LDAP round trip, a
+ * password hash): from a fiber on a helper thread while the fiber parks, so
+ * its loop goes on with the other sessions; elsewhere right here. fn must
+ * not use fiber waits itself. */
+void pr_fiber_blocking(void (*fn)(void *), void *arg);
+
 /* Sleep: parks a fiber, blocks a thread. */
 void pr_sleep(apr_interval_time_t t);
 
@@ -69,7 +77,7 @@ void pr_fiber_io_del(pr_fiber_io_t *io);
  * it with pr_fiber_spawn; it returns how many it took (0: nothing waiting). */
 typedef int (*pr_accept_fn)(void *ctx);
 
-/* Start n loop threads (n <= 0: one per online core), each watching every
+/* Start n loop threads (n <= 0: one per two online cores), each watching every
  * listening fd (exclusive wake-ups: one loop per connection). */
 apr_status_t pr_loops_start(pr_loops_t **loops_r, int n, const int *listen_fds,
                             void *const *accept_ctx, int n_listen, pr_accept_fn accept,

@@ -9,6 +9,7 @@ import os
 import poplib
 import smtplib
 import sys
+import threading
 import time
 import unittest
 
@@ -291,6 +292,42 @@ class OutageTest(LdapCase):
             time.sleep(0.5)
         self.deliver("bob@example.test")
         self.assertEqual(self.srv.mailbox_count("bob@example.test"), before + 1)
+
+
+class SlowDirectoryTest(LdapCase):
+    """slapd paused from a fresh start (no earlier outage remembered)."""
+    PRESET = "openldap"
+
+    def test_waiting_for_the_directory_holds_up_no_other_session(self):
+        """Sessions share a few event-loop threads: one waiting for LDAP
+        (here until the 2 s timeout) must not stall the others."""
+        pw = OPENLDAP["bob"]["password"]
+        self.assertEqual(self.rcpt("bob@example.test")[0], 250)  # now cached
+        self.assertTrue(self.pop_login("bob@example.test", pw).startswith("+OK"))
+        waiting = {}
+        done = threading.Event()
+
+        def slow():
+            try:
+                waiting["rcpt"] = self.rcpt("dave-unknown@example.test")
+            finally:
+                done.set()
+
+        self.slapd.pause()
+        try:
+            # Logged in and at RCPT, so the lookup is what it waits for.
+            t = threading.Thread(target=slow)
+            t.start()
+            time.sleep(0.3)
+            self.assertFalse(done.is_set(), "the lookup did not wait for the paused directory: %r" % waiting)
+            # Meanwhile others are served: a cached recipient and a cached login.
+            self.assertEqual(self.rcpt("bob@example.test")[0], 250)
+            self.assertTrue(self.pop_login("bob@example.test", pw).startswith("+OK"))
+            self.assertFalse(done.is_set(), "served only after the slow lookup ended")
+            t.join(30)
+            self.assertEqual(waiting["rcpt"][0], 451, waiting)
+        finally:
+            self.slapd.resume()
 
 
 if __name__ == "__main__":
