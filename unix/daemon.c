@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +86,23 @@ static void daemon_report(int fd, const char *err)
     close(fd);
 }
 
+/* Each connection is a descriptor, and the usual soft limit (1024) is below
+ * max_connections' default (2000): take what the hard limit allows, up to
+ * the connections plus room for the stores, logs and outbound work. Past
+ * the limit accept fails and the connection waits in the backlog. */
+static void raise_fd_limit(const pr_config_t *cfg)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)cfg->server.max_connections + 1024;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        pr_log_warn(NULL, "cannot raise the descriptor limit: %s", strerror(errno));
+    if (rl.rlim_cur < want)
+        pr_log_warn(NULL, "descriptor limit %lu is below max_connections + 1024",
+                    (unsigned long)rl.rlim_cur);
+}
+
 int pr_daemon_main(int argc, const char *const *argv)
 {
     const char *conf = DEFAULT_CONFIG, *err = NULL;
@@ -93,9 +111,12 @@ int pr_daemon_main(int argc, const char *const *argv)
     pr_config_t *cfg;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) conf = argv[++i];
-        else if (strcmp(argv[i], "-f") == 0) foreground = 1;
-        else if (strcmp(argv[i], "--check") == 0) check = 1;
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+            conf = argv[++i];
+        else if (strcmp(argv[i], "-f") == 0)
+            foreground = 1;
+        else if (strcmp(argv[i], "--check") == 0)
+            check = 1;
         else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             return 0;
@@ -144,6 +165,7 @@ int pr_daemon_main(int argc, const char *const *argv)
         daemon_report(report_fd, err);
         return 1;
     }
+    raise_fd_limit(cfg);
     pr_server_t *srv;
     if (pr_server_create(&srv, cfg, &err, pool) != APR_SUCCESS ||
         pr_server_start(srv) != APR_SUCCESS) {

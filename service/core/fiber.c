@@ -47,6 +47,7 @@
 #define LOOP_EVENTS 64  /* epoll events taken per wait */
 #define ACCEPT_BURST 16 /* connections accepted per readiness, then others' turn */
 #define LOOP_MAX 16
+#define ACCEPT_PAUSE apr_time_from_msec(100) /* after accept ran out of descriptors */
 
 enum { F_RUNNABLE, F_RUNNING, F_PARKED, F_DEAD };
 enum { K_LISTEN = 1, K_WAKE, K_IO };
@@ -190,12 +191,16 @@ struct loop_t {
     int n_cache;              /* of those, how many still have a stack */
     apr_time_t next_deadline; /* no parked fiber's deadline is earlier; 0: none */
     int accepting;
+    apr_time_t accept_paused_until; /* out of descriptors: retry then; 0: not paused */
     volatile apr_uint32_t quit;
     /* The inbox: wakes from other threads. */
     pthread_mutex_t inbox_mu;
     pr_fiber_ref_t *inbox, *draining;
     int inbox_n, inbox_cap, draining_cap;
     volatile apr_uint32_t notified; /* an eventfd write is pending */
+    /* Set while the loop may block in epoll_wait: only then do other
+     * threads' wakes cost an eventfd write (see pr_fiber_wake). */
+    int sleeping;
 #ifdef PR_FIBER_ASAN
     const void *stack_bottom;
     size_t stack_size;
@@ -344,18 +349,23 @@ static void loop_notify(loop_t *l)
     }
 }
 
-static void loop_drain_inbox(loop_t *l)
+/* The eventfd said the loop was woken. */
+static void loop_woken(loop_t *l)
 {
     uint64_t v;
     ssize_t n = read(l->evfd, &v, sizeof(v));
     (void)n;
     apr_atomic_set32(&l->notified, 0);
+}
+
+static void loop_drain_inbox(loop_t *l)
+{
     pthread_mutex_lock(&l->inbox_mu);
     pr_fiber_ref_t *refs = l->inbox;
     int count = l->inbox_n, cap = l->inbox_cap;
     l->inbox = l->draining;
     l->inbox_cap = l->draining_cap;
-    l->inbox_n = 0;
+    __atomic_store_n(&l->inbox_n, 0, __ATOMIC_RELAXED);
     l->draining = refs;
     l->draining_cap = cap;
     pthread_mutex_unlock(&l->inbox_mu);
@@ -363,11 +373,28 @@ static void loop_drain_inbox(loop_t *l)
         if (refs[i].f->gen == refs[i].gen) loop_make_runnable(l, refs[i].f);
 }
 
+/* Watch the listening sockets (on) or stop; 0 or the errno of a failure. */
+static int loop_watch_listeners(loop_t *l, int on)
+{
+    pr_loops_t *ls = l->owner;
+    int err = 0;
+    for (int i = 0; i < ls->n_listen; i++) {
+        struct epoll_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.events = EPOLLIN | EPOLLEXCLUSIVE; /* one loop woken per connection */
+        ev.data.ptr = &ls->listens[i];
+        if (epoll_ctl(l->epfd, on ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, ls->listens[i].fd,
+                      on ? &ev : NULL) != 0 &&
+            !err)
+            err = errno;
+    }
+    return err;
+}
+
 static void loop_stop_accepting(loop_t *l)
 {
     pr_loops_t *ls = l->owner;
-    for (int i = 0; i < ls->n_listen; i++)
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, ls->listens[i].fd, NULL);
+    if (!l->accept_paused_until) loop_watch_listeners(l, 0);
     l->accepting = 0;
     pthread_mutex_lock(&ls->mu);
     ls->n_accepting--;
@@ -389,8 +416,11 @@ static void *loop_main(void *arg)
         int timeout = -1;
         if (l->run_head) {
             timeout = 0;
-        } else if (l->next_deadline) {
-            apr_time_t left = l->next_deadline - apr_time_now();
+        } else if (l->next_deadline || l->accept_paused_until) {
+            apr_time_t next = l->next_deadline;
+            if (!next || (l->accept_paused_until && l->accept_paused_until < next))
+                next = l->accept_paused_until;
+            apr_time_t left = next - apr_time_now();
             if (left <= 0)
                 timeout = 0;
             else if (left >= apr_time_from_sec(60))
@@ -398,7 +428,15 @@ static void *loop_main(void *arg)
             else
                 timeout = (int)((left + 999) / 1000);
         }
+        if (timeout != 0) {
+            /* Announce the sleep, then look at the inbox once more: a waker
+             * either sees sleeping set (and writes the eventfd) or its wake
+             * is seen here (both sides are sequentially consistent). */
+            __atomic_store_n(&l->sleeping, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&l->inbox_n, __ATOMIC_SEQ_CST) > 0) timeout = 0;
+        }
         int n = epoll_wait(l->epfd, ev, LOOP_EVENTS, timeout);
+        __atomic_store_n(&l->sleeping, 0, __ATOMIC_RELAXED);
         for (int i = 0; i < n; i++) {
             int kind = *(int *)ev[i].data.ptr;
             if (kind == K_IO) {
@@ -409,15 +447,28 @@ static void *loop_main(void *arg)
                 if (e & (EPOLLERR | EPOLLHUP)) io->ready |= PR_IO_IN | PR_IO_OUT;
                 if (io->waiter) loop_make_runnable(l, io->waiter);
             } else if (kind == K_WAKE) {
-                loop_drain_inbox(l);
-            } else if (kind == K_LISTEN && l->accepting &&
+                loop_woken(l);
+            } else if (kind == K_LISTEN && l->accepting && !l->accept_paused_until &&
                        !apr_atomic_read32(&ls->stop_accepting)) {
                 listen_t *li = ev[i].data.ptr;
-                for (int k = 0; k < ACCEPT_BURST && ls->accept(li->ctx) > 0; k++)
+                int got = 1;
+                for (int k = 0; k < ACCEPT_BURST && (got = ls->accept(li->ctx)) > 0; k++)
                     ;
+                if (got < 0 && !l->accept_paused_until) {
+                    /* Out of descriptors (or memory): the connection stays in
+                     * the backlog and would wake us at once, forever. Look
+                     * away for a moment instead of spinning. */
+                    loop_watch_listeners(l, 0);
+                    l->accept_paused_until = apr_time_now() + ACCEPT_PAUSE;
+                }
             }
         }
+        if (__atomic_load_n(&l->inbox_n, __ATOMIC_ACQUIRE) > 0) loop_drain_inbox(l);
         if (l->next_deadline && apr_time_now() >= l->next_deadline) loop_expire(l);
+        if (l->accept_paused_until && apr_time_now() >= l->accept_paused_until) {
+            l->accept_paused_until = 0;
+            if (l->accepting) loop_watch_listeners(l, 1);
+        }
     }
     tls_loop = NULL;
     return NULL;
@@ -473,9 +524,11 @@ void pr_fiber_wake(pr_fiber_ref_t r)
         l->inbox = a;
         l->inbox_cap = cap;
     }
-    l->inbox[l->inbox_n++] = r;
+    l->inbox[l->inbox_n] = r;
+    __atomic_store_n(&l->inbox_n, l->inbox_n + 1, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&l->inbox_mu);
-    loop_notify(l);
+    /* A busy loop finds the wake at the end of its round by itself. */
+    if (__atomic_load_n(&l->sleeping, __ATOMIC_SEQ_CST)) loop_notify(l);
 }
 
 void pr_sleep(apr_interval_time_t t)
@@ -728,13 +781,8 @@ apr_status_t pr_loops_start(pr_loops_t **loops_r, int n, const int *listen_fds,
         ev.events = EPOLLIN;
         ev.data.ptr = &l->wake_kind;
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) return APR_FROM_OS_ERROR(errno);
-        for (int j = 0; j < n_listen; j++) {
-            memset(&ev, 0, sizeof(ev));
-            ev.events = EPOLLIN | EPOLLEXCLUSIVE; /* one loop woken per connection */
-            ev.data.ptr = &ls->listens[j];
-            if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, ls->listens[j].fd, &ev) != 0)
-                return APR_FROM_OS_ERROR(errno);
-        }
+        int err = loop_watch_listeners(l, 1);
+        if (err) return APR_FROM_OS_ERROR(err);
         l->accepting = 1;
     }
     ls->n_accepting = n;

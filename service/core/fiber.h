@@ -73,8 +73,10 @@ void pr_fiber_io_del(pr_fiber_io_t *io);
 /* ---- Loops (the listener's side). */
 
 /* A listening socket as loops see it: on readiness a loop thread (not a
- * fiber) calls accept(ctx), which accepts what it can and starts fibers for
- * it with pr_fiber_spawn; it returns how many it took (0: nothing waiting). */
+ * fiber) calls accept(ctx), which accepts one connection and starts a fiber
+ * for it with pr_fiber_spawn. It returns 1 if it took one, 0 if none was
+ * waiting, -1 if accepting failed for want of resources (descriptors,
+ * memory): the loop then stops looking at its listeners for a moment. */
 typedef int (*pr_accept_fn)(void *ctx);
 
 /* Start n loop threads (n <= 0: one per two online cores), each watching every

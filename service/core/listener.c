@@ -131,6 +131,9 @@ apr_status_t pr_listener_add(pr_listener_t *l, const pr_endpoint_t *ep, pr_sessi
         st = apr_socket_create(&sock, sa->family, SOCK_STREAM, APR_PROTO_TCP, l->pool);
     if (st == APR_SUCCESS) {
         apr_socket_opt_set(sock, APR_SO_REUSEADDR, 1);
+        /* Accepted sockets inherit it (Linux, BSD), and APR knows: no
+         * setsockopt per connection. */
+        apr_socket_opt_set(sock, APR_TCP_NODELAY, 1);
 #if APR_HAVE_IPV6
         if (sa->family == APR_INET6) apr_socket_opt_set(sock, APR_IPV6_V6ONLY, 1);
 #endif
@@ -323,7 +326,8 @@ static void session_fiber(void *arg)
     session_run(arg);
 }
 
-/* Accept one connection; 0 when none was waiting. */
+/* Accept one connection: 1 if one was taken (or refused), 0 when none was
+ * waiting, -1 when accept failed (out of descriptors...). */
 static int listener_accept(pr_listener_t *l, lsock_t *ls)
 {
     apr_pool_t *pool;
@@ -335,10 +339,11 @@ static int listener_accept(pr_listener_t *l, lsock_t *ls)
 
     apr_status_t st = apr_socket_accept(&ns, ls->sock, pool);
     if (st != APR_SUCCESS) {
-        if (!APR_STATUS_IS_EAGAIN(st) && !APR_STATUS_IS_EINTR(st))
-            pr_log_warn(NULL, "accept: %s", pr_strerror(st, buf, sizeof(buf)));
         apr_pool_destroy(pool);
-        return 0;
+        if (APR_STATUS_IS_EAGAIN(st) || APR_STATUS_IS_EINTR(st)) return 0;
+        if (APR_STATUS_IS_ECONNABORTED(st)) return 1; /* gone already; next */
+        pr_log_warn(NULL, "accept: %s", pr_strerror(st, buf, sizeof(buf)));
+        return -1;
     }
     pr_session_t *s = apr_pcalloc(pool, sizeof(*s));
     s->pool = pool;
@@ -407,7 +412,8 @@ static void *APR_THREAD_FUNC listener_thread(apr_thread_t *thd, void *data)
         if (l->stopping) break;
         if (st != APR_SUCCESS) continue; /* EINTR or wakeup */
         for (apr_int32_t i = 0; i < n; i++)
-            listener_accept(l, ready[i].client_data);
+            if (listener_accept(l, ready[i].client_data) < 0)
+                apr_sleep(apr_time_from_msec(100)); /* out of descriptors: do not spin */
     }
     /* Return rather than apr_thread_exit(): pthread_exit's unwinding trips
      * ASan's thread teardown (a false stack-buffer-underflow). */

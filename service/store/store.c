@@ -7,6 +7,7 @@
 
 #include <apr_cstr.h>
 #include <apr_file_info.h>
+#include <apr_atomic.h>
 #include <apr_strings.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -87,10 +88,10 @@ static const char *const store_sql[SQ__COUNT] = {
                   " ORDER BY r.next_attempt, r.id LIMIT ?2",
     [SQ_R_QNEXT] = "SELECT min(next_attempt) FROM queue_rcpts WHERE state = 0",
     [SQ_R_QLIST] = "SELECT m.id, m.sender, m.created, length(m.prefix) + b.size, m.envid, m.ret,"
-                  " m.body_flags, r.id, r.address, r.state, r.attempts, r.next_attempt,"
-                  " r.last_reply, r.notify, r.orcpt, r.warned"
-                  " FROM queue_rcpts r JOIN queue_msgs m ON m.id = r.queue_id"
-                  " JOIN bodies b ON b.id = m.body_id"
+                   " m.body_flags, r.id, r.address, r.state, r.attempts, r.next_attempt,"
+                   " r.last_reply, r.notify, r.orcpt, r.warned"
+                   " FROM queue_rcpts r JOIN queue_msgs m ON m.id = r.queue_id"
+                   " JOIN bodies b ON b.id = m.body_id"
                    " WHERE ?1 = 0 OR m.id = ?1 ORDER BY m.id, r.id",
     [SQ_R_QOPEN] = "SELECT m.prefix, m.body_id, b.size FROM queue_msgs m"
                    " JOIN bodies b ON b.id = m.body_id WHERE m.id = ?1",
@@ -258,10 +259,24 @@ apr_status_t store_check_space(store_t *st, apr_off_t need)
     if (!GetDiskFreeSpaceExA(st->opts.data_dir, &avail, NULL, NULL)) return apr_get_os_error();
     return (apr_off_t)avail.QuadPart < need ? PR_ENOSPACE : APR_SUCCESS;
 #else
+    /* A statvfs per MAIL is a system call per message; while the space is
+     * plentiful (1 GiB and twice the need over) the answer holds for a
+     * second. Close to the limit every MAIL looks again. */
+    const apr_uint64_t slack = (apr_uint64_t)1 << 30;
+    apr_uint64_t now = (apr_uint64_t)apr_time_now();
+    if (need <= 0) return APR_SUCCESS;
+    if (now < apr_atomic_read64(&st->space_ok_until) &&
+        (apr_uint64_t)need <= apr_atomic_read64(&st->space_ok_need))
+        return APR_SUCCESS;
     struct statvfs vfs;
     if (statvfs(st->opts.data_dir, &vfs) != 0) return APR_FROM_OS_ERROR(errno);
     apr_uint64_t avail = (apr_uint64_t)vfs.f_bavail * (apr_uint64_t)vfs.f_frsize;
-    return need > 0 && avail < (apr_uint64_t)need ? PR_ENOSPACE : APR_SUCCESS;
+    if (avail < (apr_uint64_t)need) return PR_ENOSPACE;
+    if (avail >= 2 * (apr_uint64_t)need + slack) {
+        apr_atomic_set64(&st->space_ok_need, (avail - slack) / 2);
+        apr_atomic_set64(&st->space_ok_until, now + (apr_uint64_t)apr_time_from_sec(1));
+    }
+    return APR_SUCCESS;
 #endif
 }
 

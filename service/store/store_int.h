@@ -140,6 +140,9 @@ struct store_t {
     const char *spool_dir;
     store_conn_t w; /* write connection: the writer thread's, or the caller's without one */
     char *copy_buf; /* STORE_COPY_CHUNK, used only under the write side */
+    /* store_check_space's last answer while space was plentiful: any need
+     * up to space_ok_need is met until space_ok_until. */
+    volatile apr_uint64_t space_ok_until, space_ok_need;
 
     apr_thread_mutex_t *mu;      /* guards queue, flags and stats */
     apr_thread_cond_t *work;     /* writer waits for requests */

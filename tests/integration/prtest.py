@@ -166,10 +166,12 @@ class Server:
     def add_user(self, address, password):
         self.cli("user", "add", address, "--password-stdin", input=(password + "\n").encode())
 
-    def start(self):
+    def start(self, preexec_fn=None):
+        """preexec_fn: run in the child before postroomd (e.g. setrlimit)."""
         with open(self.log + ".stderr", "ab") as err:
             self.proc = subprocess.Popen([POSTROOMD, "-c", self.conf, "-f"],
-                                         stdout=subprocess.DEVNULL, stderr=err)
+                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         preexec_fn=preexec_fn)
         try:
             wait_port(self.smtp_port)
         except RuntimeError:
