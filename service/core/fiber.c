@@ -181,7 +181,7 @@ struct loop_t {
     pr_loops_t *owner;
     int epfd, evfd;
     pthread_t thread;
-    int started;
+    int started, freed;
     ctx_t ctx; /* the loop's own, while a fiber runs */
     pr_fiber_t *current;
     pr_fiber_t *run_head, *run_tail;
@@ -716,8 +716,11 @@ apr_status_t pr_fiber_spawn(void (*fn)(void *), void *arg)
     return APR_SUCCESS;
 }
 
+/* Once per loop: after a join, or for loops that never started. */
 static void loop_free(loop_t *l)
 {
+    if (l->freed) return;
+    l->freed = 1;
     while (l->cache) {
         pr_fiber_t *f = l->cache;
         l->cache = f->next;
@@ -726,6 +729,7 @@ static void loop_free(loop_t *l)
     }
     if (l->epfd >= 0) close(l->epfd);
     if (l->evfd >= 0) close(l->evfd);
+    l->epfd = l->evfd = -1;
     free(l->inbox);
     free(l->draining);
     l->inbox = l->draining = NULL;

@@ -67,7 +67,8 @@ apr_status_t pr_fiber_io_add(pr_fiber_io_t *io, int fd);
  * deadline (0: none): APR_SUCCESS or APR_TIMEUP. Clears that readiness first:
  * call it only after EAGAIN. */
 apr_status_t pr_fiber_io_wait(pr_fiber_io_t *io, unsigned what, apr_time_t deadline);
-/* Unregister before the descriptor is closed. */
+/* Unregister. Closing the descriptor does it too when nothing else holds
+ * the socket (no dup, no child inherited it), as with sessions' sockets. */
 void pr_fiber_io_del(pr_fiber_io_t *io);
 
 /* ---- Loops (the listener's side). */

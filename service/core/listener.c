@@ -228,9 +228,12 @@ static void session_run(pr_session_t *s)
     s->service = ls->service;
     ls->fn(s);
     pr_conn_close(s->conn);
-    apr_socket_close(s->sock);
+    /* Off the list before the socket closes: a stop waking sessions (under
+     * the listener's lock) must never shut down a descriptor number that
+     * some other file may already have been given. */
     apr_pool_t *pool = s->pool;
     listener_release(s->owner, s);
+    apr_socket_close(s->sock);
     apr_pool_destroy(pool);
 }
 
@@ -389,8 +392,8 @@ static int listener_accept(pr_listener_t *l, lsock_t *ls)
     if (!started) {
         pr_log_error(s->sid, "cannot start a session");
         if (s->conn) pr_conn_close(s->conn);
-        apr_socket_close(ns);
         listener_release(l, s);
+        apr_socket_close(ns);
         apr_pool_destroy(pool);
     }
     return 1;
