@@ -1,5 +1,5 @@
 /* Fibers on event loops: sessions run as fibers (small stacks, switched in
- * user space) on a few loop threads, one per two cores, each waiting on its own
+ * user space) on a few loop threads, one per core, each waiting on its own
  * epoll set. A session's code stays straight-line: when it must wait -- for
  * its socket, for another thread (the store's commit), for time -- it waits
  * through this face, which parks the fiber and lets its loop run others. So
@@ -80,7 +80,7 @@ void pr_fiber_io_del(pr_fiber_io_t *io);
  * memory): the loop then stops looking at its listeners for a moment. */
 typedef int (*pr_accept_fn)(void *ctx);
 
-/* Start n loop threads (n <= 0: one per two online cores), each watching every
+/* Start n loop threads (n <= 0: one per online core), each watching every
  * listening fd (exclusive wake-ups: one loop per connection). */
 apr_status_t pr_loops_start(pr_loops_t **loops_r, int n, const int *listen_fds,
                             void *const *accept_ctx, int n_listen, pr_accept_fn accept,
