@@ -637,12 +637,30 @@ apr_status_t pr_fiber_io_add(pr_fiber_io_t *io, int fd)
     io->kind = K_IO;
     io->fd = fd;
     io->ready = 0;
+    io->out = 0;
     io->waiter = NULL;
+    /* Writability only once a write had to wait: every ACK of a reply
+     * would otherwise wake the loop with EPOLLOUT (seen: one spurious wake
+     * per SMTP command). */
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = io;
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return APR_FROM_OS_ERROR(errno);
+    return APR_SUCCESS;
+}
+
+/* Watch writability from now on (the socket's sends can fill its buffer).
+ * MOD looks at the socket at once, so a socket already writable again
+ * reports it: no edge is lost. */
+static apr_status_t io_watch_out(pr_fiber_io_t *io)
+{
     struct epoll_event ev;
     memset(&ev, 0, sizeof(ev));
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.ptr = io;
-    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) return APR_FROM_OS_ERROR(errno);
+    if (epoll_ctl(tls_loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) != 0) return APR_FROM_OS_ERROR(errno);
+    io->out = 1;
     return APR_SUCCESS;
 }
 
@@ -651,6 +669,10 @@ apr_status_t pr_fiber_io_wait(pr_fiber_io_t *io, unsigned what, apr_time_t deadl
     pr_fiber_t *f = pr_fiber_self();
     if (!f) return APR_EINVAL;
     io->ready &= ~what;
+    if ((what & PR_IO_OUT) && !io->out) {
+        apr_status_t st = io_watch_out(io);
+        if (st != APR_SUCCESS) return st;
+    }
     io->waiter = f;
     apr_status_t st = APR_SUCCESS;
     while (!(io->ready & what)) {

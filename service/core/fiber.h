@@ -58,6 +58,7 @@ typedef struct pr_fiber_io_t {
     int kind; /* private */
     int fd;
     unsigned ready; /* PR_IO_* seen since the last EAGAIN */
+    int out;        /* writability watched (after a write first waited) */
     pr_fiber_t *waiter;
 } pr_fiber_io_t;
 
