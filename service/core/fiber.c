@@ -685,14 +685,6 @@ apr_status_t pr_fiber_io_wait(pr_fiber_io_t *io, unsigned what, apr_time_t deadl
     return st;
 }
 
-void pr_fiber_io_del(pr_fiber_io_t *io)
-{
-    loop_t *l = tls_loop;
-    if (l && io->kind == K_IO) epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
-    io->kind = 0;
-    io->waiter = NULL;
-}
-
 /* ---- Loops */
 
 apr_status_t pr_fiber_spawn(void (*fn)(void *), void *arg)
@@ -911,11 +903,6 @@ apr_status_t pr_fiber_io_wait(pr_fiber_io_t *io, unsigned what, apr_time_t deadl
     (void)what;
     (void)deadline;
     return APR_ENOTIMPL;
-}
-
-void pr_fiber_io_del(pr_fiber_io_t *io)
-{
-    (void)io;
 }
 
 apr_status_t pr_fiber_spawn(void (*fn)(void *), void *arg)

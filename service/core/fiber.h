@@ -52,7 +52,8 @@ void pr_sleep(apr_interval_time_t t);
 
 /* A descriptor a fiber waits on (a session's socket). Its readiness is
  * tracked edge-triggered: register once, then wait only after the
- * non-blocking call said EAGAIN. */
+ * non-blocking call said EAGAIN. Closing the descriptor unregisters it
+ * (nothing else may hold the socket: no dup, no child inheriting it). */
 enum { PR_IO_IN = 1, PR_IO_OUT = 2 };
 typedef struct pr_fiber_io_t {
     int kind; /* private */
@@ -68,9 +69,6 @@ apr_status_t pr_fiber_io_add(pr_fiber_io_t *io, int fd);
  * deadline (0: none): APR_SUCCESS or APR_TIMEUP. Clears that readiness first:
  * call it only after EAGAIN. */
 apr_status_t pr_fiber_io_wait(pr_fiber_io_t *io, unsigned what, apr_time_t deadline);
-/* Unregister. Closing the descriptor does it too when nothing else holds
- * the socket (no dup, no child inherited it), as with sessions' sockets. */
-void pr_fiber_io_del(pr_fiber_io_t *io);
 
 /* ---- Loops (the listener's side). */
 

@@ -383,12 +383,9 @@ static int listener_accept(pr_listener_t *l, lsock_t *ls)
         apr_pool_destroy(pool);
         return 1;
     }
-    int started;
-    if (l->loops)
-        started = pr_conn_create_socket(&s->conn, ns, pool) == APR_SUCCESS &&
-                  pr_fiber_spawn(session_fiber, s) == APR_SUCCESS;
-    else
-        started = pr_conn_create_socket(&s->conn, ns, pool) == APR_SUCCESS && listener_spawn(l, s);
+    int started =
+        pr_conn_create_socket(&s->conn, ns, pool) == APR_SUCCESS &&
+        (l->loops ? pr_fiber_spawn(session_fiber, s) == APR_SUCCESS : listener_spawn(l, s));
     if (!started) {
         pr_log_error(s->sid, "cannot start a session");
         if (s->conn) pr_conn_close(s->conn);
