@@ -106,7 +106,7 @@ static void sock_shutdown_read(void *ctx)
 }
 
 static const pr_transport_t sock_transport = {sock_recv, sock_send, sock_set_timeout,
-                                              sock_shutdown_read};
+                                              sock_shutdown_read, NULL};
 
 #ifdef __linux__
 /* A socket on an event loop: non-blocking, and a call that would block
@@ -115,10 +115,12 @@ static const pr_transport_t sock_transport = {sock_recv, sock_send, sock_set_tim
 typedef struct fiber_tp_t {
     pr_fiber_io_t io;
     apr_interval_time_t timeout; /* 0: none */
+    int more;                    /* MSG_MORE: closing, the FIN follows */
 } fiber_tp_t;
 
 static apr_status_t fiber_wait(fiber_tp_t *s, unsigned what, apr_time_t *deadline)
 {
+    if (s->io.ready & what) return APR_SUCCESS;
     if (!*deadline && s->timeout > 0) *deadline = apr_time_now() + s->timeout;
     return pr_fiber_io_wait(&s->io, what, *deadline);
 }
@@ -130,15 +132,21 @@ static apr_status_t fiber_recv(void *ctx, char *buf, apr_size_t *len)
     apr_size_t room = *len;
     *len = 0;
     for (;;) {
+        /* Drained before: wait for the loop to see more (a session waiting
+         * for its client's next command parks without a futile read). */
+        if (fiber_wait(s, PR_IO_IN, &deadline) != APR_SUCCESS) return APR_TIMEUP;
         ssize_t n = recv(s->io.fd, buf, room, 0);
         if (n > 0) {
+            /* Short: took all there was, unless the read stopped at the
+             * peer's FIN (or an error), which no later edge announces. */
+            if ((apr_size_t)n < room && !(s->io.ready & PR_IO_HUP)) s->io.ready &= ~PR_IO_IN;
             *len = (apr_size_t)n;
             return APR_SUCCESS;
         }
         if (n == 0) return APR_EOF;
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) return APR_FROM_OS_ERROR(errno);
-        if (fiber_wait(s, PR_IO_IN, &deadline) != APR_SUCCESS) return APR_TIMEUP;
+        s->io.ready &= ~PR_IO_IN;
     }
 }
 
@@ -147,7 +155,7 @@ static apr_status_t fiber_send(void *ctx, const char *buf, apr_size_t len)
     fiber_tp_t *s = ctx;
     apr_time_t deadline = 0;
     while (len > 0) {
-        ssize_t n = send(s->io.fd, buf, len, MSG_NOSIGNAL);
+        ssize_t n = send(s->io.fd, buf, len, MSG_NOSIGNAL | s->more);
         if (n >= 0) {
             buf += n;
             len -= (apr_size_t)n;
@@ -155,6 +163,7 @@ static apr_status_t fiber_send(void *ctx, const char *buf, apr_size_t len)
         }
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) return APR_FROM_OS_ERROR(errno);
+        s->io.ready &= ~PR_IO_OUT;
         if (fiber_wait(s, PR_IO_OUT, &deadline) != APR_SUCCESS) return APR_TIMEUP;
     }
     return APR_SUCCESS;
@@ -173,8 +182,16 @@ static void fiber_shutdown_read(void *ctx)
     shutdown(s->io.fd, SHUT_RD);
 }
 
+/* Closing: the last reply waits in the socket for the close, whose FIN then
+ * goes out with it in one segment (the client sees reply and end at once). */
+static void fiber_closing(void *ctx)
+{
+    fiber_tp_t *s = ctx;
+    s->more = MSG_MORE;
+}
+
 static const pr_transport_t fiber_transport = {fiber_recv, fiber_send, fiber_set_timeout,
-                                               fiber_shutdown_read};
+                                               fiber_shutdown_read, fiber_closing};
 #endif
 
 typedef struct mem_tp_t {
@@ -222,7 +239,7 @@ static void mem_set_timeout(void *ctx, apr_interval_time_t t)
     (void)t;
 }
 
-static const pr_transport_t mem_transport = {mem_recv, mem_send, mem_set_timeout, NULL};
+static const pr_transport_t mem_transport = {mem_recv, mem_send, mem_set_timeout, NULL, NULL};
 
 static apr_status_t mem_cleanup(void *data)
 {
@@ -717,9 +734,15 @@ void pr_conn_shutdown_read(pr_conn_t *c)
     if (c->tp->shutdown_read) c->tp->shutdown_read(c->tp_ctx);
 }
 
+void pr_conn_closing(pr_conn_t *c)
+{
+    if (c->tp->closing) c->tp->closing(c->tp_ctx);
+}
+
 void pr_conn_close(pr_conn_t *c)
 {
     if (!c->closed) {
+        pr_conn_closing(c);
         pr_conn_flush(c);
         if (c->ssl) {
             ERR_clear_error();

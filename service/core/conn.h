@@ -22,6 +22,11 @@ typedef struct pr_transport_t {
     void (*set_timeout)(void *ctx, apr_interval_time_t t);
     /* Stop reading (used to wake a session at shutdown); may be NULL. */
     void (*shutdown_read)(void *ctx);
+    /* What is sent from now on is the connection's last, and the transport
+     * is closed right after: it may hold those bytes back so that they go
+     * out together with the end of the connection (one TCP segment with the
+     * FIN, instead of the reply and then the FIN). May be NULL. */
+    void (*closing)(void *ctx);
 } pr_transport_t;
 
 apr_status_t pr_conn_create(pr_conn_t **c_r, const pr_transport_t *tp, void *tp_ctx,
@@ -85,8 +90,12 @@ const char *pr_conn_tls_description(pr_conn_t *c, apr_pool_t *pool);
 
 /* Wake a blocked reader (shutdown). Safe from another thread. */
 void pr_conn_shutdown_read(pr_conn_t *c);
+/* The session is over: what is still written goes out with the end of the
+ * connection (see pr_transport_t.closing). Call it only when pr_conn_close
+ * and the transport's close follow without waiting on anything. */
+void pr_conn_closing(pr_conn_t *c);
 /* Flush (best effort), TLS close_notify, free buffers. The transport is
- * closed by whoever created it. */
+ * closed by whoever created it, right after (see pr_transport_t.closing). */
 void pr_conn_close(pr_conn_t *c);
 
 /* Bytes read and written over the connection (after TLS). */

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -45,9 +46,17 @@
 #endif
 #define FIBER_CACHE 64  /* ended fibers a loop keeps for its next sessions */
 #define LOOP_EVENTS 64  /* epoll events taken per wait */
-#define ACCEPT_BURST 16 /* connections accepted per readiness, then others' turn */
 #define LOOP_MAX 16
 #define ACCEPT_PAUSE apr_time_from_msec(100) /* after accept ran out of descriptors */
+/* Spilling (see loop_spill_check): the first loop takes every new connection
+ * until it is busy for more than SPILL_ON of a window's time, then the other
+ * loops take them too, until its load falls below SPILL_OFF. */
+#define SPILL_WINDOW apr_time_from_msec(20)
+#define SPILL_ON 0.75
+#define SPILL_OFF 0.40
+/* The other loops also look every STALL_CHECK whether the first one is
+ * stuck in one fiber (a call that blocks its thread): then they accept. */
+#define STALL_CHECK apr_time_from_msec(100)
 
 enum { F_RUNNABLE, F_RUNNING, F_PARKED, F_DEAD };
 enum { K_LISTEN = 1, K_WAKE, K_IO };
@@ -190,8 +199,14 @@ struct loop_t {
     pr_fiber_t *cache;        /* ended fibers, newest first */
     int n_cache;              /* of those, how many still have a stack */
     apr_time_t next_deadline; /* no parked fiber's deadline is earlier; 0: none */
-    int accepting;
+    int accepting;                  /* not told to stop accepting yet */
+    int watching;                   /* the listening sockets are in epfd */
     apr_time_t accept_paused_until; /* out of descriptors: retry then; 0: not paused */
+    apr_time_t load_t0;             /* the first loop's load window: since when */
+    apr_int64_t load_cpu0;          /* and its thread's CPU time then (ns) */
+    apr_uint32_t rounds;            /* the first loop: rounds gone (atomic) */
+    apr_uint32_t rounds_seen;       /* the others: the first's rounds at the last look */
+    apr_time_t stall_check_at;      /* the others: when to look next */
     volatile apr_uint32_t quit;
     /* The inbox: wakes from other threads. */
     pthread_mutex_t inbox_mu;
@@ -215,9 +230,10 @@ struct pr_loops_t {
     int n_listen;
     pr_accept_fn accept;
     volatile apr_uint32_t stop_accepting;
+    volatile apr_uint32_t spill; /* loops past the first accept too */
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    int n_accepting; /* loops still watching the listening sockets */
+    int n_accepting; /* loops not yet told to stop accepting */
 };
 
 static __thread loop_t *tls_loop;
@@ -388,18 +404,85 @@ static int loop_watch_listeners(loop_t *l, int on)
             !err)
             err = errno;
     }
+    l->watching = on;
     return err;
+}
+
+/* Should l watch the listening sockets now? The first loop always (unless
+ * stopped or paused), the others only while spilling. */
+static int loop_should_watch(const loop_t *l)
+{
+    pr_loops_t *ls = l->owner;
+    return l->accepting && !l->accept_paused_until &&
+           (l == &ls->loops[0] || apr_atomic_read32(&ls->spill));
+}
+
+static void loop_sync_listeners(loop_t *l)
+{
+    int want = loop_should_watch(l);
+    if (want != l->watching) loop_watch_listeners(l, want);
 }
 
 static void loop_stop_accepting(loop_t *l)
 {
     pr_loops_t *ls = l->owner;
-    if (!l->accept_paused_until) loop_watch_listeners(l, 0);
     l->accepting = 0;
+    loop_sync_listeners(l);
     pthread_mutex_lock(&ls->mu);
     ls->n_accepting--;
     pthread_cond_broadcast(&ls->cond);
     pthread_mutex_unlock(&ls->mu);
+}
+
+static apr_int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return 0;
+    return (apr_int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The first loop, once per window: is it busy enough that new connections
+ * should go to the other loops too? Every loop woken costs a sleep and a
+ * wake per connection; with sessions that mostly wait (SMTP), one loop on
+ * one core served the same load with 10-20% less CPU than two (measured),
+ * so the others join only when the first one's own CPU time says it is
+ * becoming the limit (POP3 downloads, TLS handshakes). Sessions stay on
+ * the loop that accepted them. */
+static void loop_spill_check(loop_t *l, apr_time_t now)
+{
+    pr_loops_t *ls = l->owner;
+    if (now - l->load_t0 < SPILL_WINDOW) return;
+    apr_int64_t cpu = thread_cpu_ns();
+    double load = (double)(cpu - l->load_cpu0) / (double)((now - l->load_t0) * 1000);
+    l->load_t0 = now;
+    l->load_cpu0 = cpu;
+    int spill = (int)apr_atomic_read32(&ls->spill);
+    if (spill ? load >= SPILL_OFF : load <= SPILL_ON) return;
+    apr_atomic_set32(&ls->spill, !spill);
+    if (!spill) /* the others look at it now, not at their next wake */
+        for (int i = 1; i < ls->n; i++)
+            loop_notify(&ls->loops[i]);
+}
+
+/* Another loop, while not spilling: is the first loop stuck in one fiber
+ * (awake, but no round finished since the last look)? Then spill, so that
+ * new connections are not held up behind it. */
+static int loop_stall_watch(const loop_t *l)
+{
+    return l != &l->owner->loops[0] && l->accepting && !l->watching;
+}
+
+static void loop_stall_check(loop_t *l, apr_time_t now)
+{
+    pr_loops_t *ls = l->owner;
+    loop_t *first = &ls->loops[0];
+    if (now < l->stall_check_at) return;
+    l->stall_check_at = now + STALL_CHECK;
+    apr_uint32_t rounds = __atomic_load_n(&first->rounds, __ATOMIC_RELAXED);
+    if (rounds == l->rounds_seen && !__atomic_load_n(&first->sleeping, __ATOMIC_SEQ_CST) &&
+        !apr_atomic_read32(&ls->spill))
+        apr_atomic_set32(&ls->spill, 1);
+    l->rounds_seen = rounds;
 }
 
 static void *loop_main(void *arg)
@@ -407,19 +490,37 @@ static void *loop_main(void *arg)
     loop_t *l = arg;
     pr_loops_t *ls = l->owner;
     struct epoll_event ev[LOOP_EVENTS];
+    char name[16];
+    snprintf(name, sizeof(name), "pr-loop%d", (int)(l - ls->loops));
+    pr_thread_name(name);
     tls_loop = l;
+    l->load_t0 = apr_time_now();
+    l->load_cpu0 = thread_cpu_ns();
+    l->stall_check_at = l->load_t0 + STALL_CHECK;
+    l->rounds_seen = __atomic_load_n(&ls->loops[0].rounds, __ATOMIC_RELAXED);
     for (;;) {
         loop_run_ready(l);
         if (l->accepting && apr_atomic_read32(&ls->stop_accepting)) loop_stop_accepting(l);
+        if (ls->n > 1) {
+            if (l == &ls->loops[0]) {
+                __atomic_store_n(&l->rounds, l->rounds + 1, __ATOMIC_RELAXED);
+                loop_spill_check(l, apr_time_now());
+            } else if (loop_stall_watch(l)) {
+                loop_stall_check(l, apr_time_now());
+            }
+            loop_sync_listeners(l);
+        }
         if (apr_atomic_read32(&l->quit) && l->n_live == 0) break;
 
         int timeout = -1;
         if (l->run_head) {
             timeout = 0;
-        } else if (l->next_deadline || l->accept_paused_until) {
+        } else if (l->next_deadline || l->accept_paused_until || loop_stall_watch(l)) {
             apr_time_t next = l->next_deadline;
             if (!next || (l->accept_paused_until && l->accept_paused_until < next))
                 next = l->accept_paused_until;
+            if (loop_stall_watch(l) && (!next || l->stall_check_at < next))
+                next = l->stall_check_at;
             apr_time_t left = next - apr_time_now();
             if (left <= 0)
                 timeout = 0;
@@ -445,21 +546,23 @@ static void *loop_main(void *arg)
                 if (e & (EPOLLIN | EPOLLRDHUP)) io->ready |= PR_IO_IN;
                 if (e & EPOLLOUT) io->ready |= PR_IO_OUT;
                 if (e & (EPOLLERR | EPOLLHUP)) io->ready |= PR_IO_IN | PR_IO_OUT;
+                if (e & (EPOLLRDHUP | EPOLLERR | EPOLLHUP)) io->ready |= PR_IO_HUP;
                 if (io->waiter) loop_make_runnable(l, io->waiter);
             } else if (kind == K_WAKE) {
                 loop_woken(l);
-            } else if (kind == K_LISTEN && l->accepting && !l->accept_paused_until &&
+            } else if (kind == K_LISTEN && l->watching &&
                        !apr_atomic_read32(&ls->stop_accepting)) {
                 listen_t *li = ev[i].data.ptr;
-                int got = 1;
-                for (int k = 0; k < ACCEPT_BURST && (got = ls->accept(li->ctx)) > 0; k++)
-                    ;
-                if (got < 0 && !l->accept_paused_until) {
+                /* One connection per readiness: the listener is level-
+                 * triggered, so the next wait reports it again while more
+                 * are waiting. Accepting until EAGAIN cost one futile
+                 * accept per connection. */
+                if (ls->accept(li->ctx) < 0 && !l->accept_paused_until) {
                     /* Out of descriptors (or memory): the connection stays in
                      * the backlog and would wake us at once, forever. Look
                      * away for a moment instead of spinning. */
-                    loop_watch_listeners(l, 0);
                     l->accept_paused_until = apr_time_now() + ACCEPT_PAUSE;
+                    loop_sync_listeners(l);
                 }
             }
         }
@@ -467,7 +570,7 @@ static void *loop_main(void *arg)
         if (l->next_deadline && apr_time_now() >= l->next_deadline) loop_expire(l);
         if (l->accept_paused_until && apr_time_now() >= l->accept_paused_until) {
             l->accept_paused_until = 0;
-            if (l->accepting) loop_watch_listeners(l, 1);
+            loop_sync_listeners(l);
         }
     }
     tls_loop = NULL;
@@ -475,6 +578,11 @@ static void *loop_main(void *arg)
 }
 
 /* ---- The fiber face */
+
+void pr_thread_name(const char *name)
+{
+    pthread_setname_np(pthread_self(), name);
+}
 
 int pr_loops_thread(void)
 {
@@ -567,6 +675,7 @@ static struct {
 static void *blocking_main(void *unused)
 {
     (void)unused;
+    pr_thread_name("pr-helper");
     pthread_mutex_lock(&g_blocking.mu);
     for (;;) {
         while (!g_blocking.head) {
@@ -636,7 +745,7 @@ apr_status_t pr_fiber_io_add(pr_fiber_io_t *io, int fd)
     if (!l) return APR_EINVAL;
     io->kind = K_IO;
     io->fd = fd;
-    io->ready = 0;
+    io->ready = PR_IO_IN | PR_IO_OUT;
     io->out = 0;
     io->waiter = NULL;
     /* Writability only once a write had to wait: every ACK of a reply
@@ -668,7 +777,7 @@ apr_status_t pr_fiber_io_wait(pr_fiber_io_t *io, unsigned what, apr_time_t deadl
 {
     pr_fiber_t *f = pr_fiber_self();
     if (!f) return APR_EINVAL;
-    io->ready &= ~what;
+    if (io->ready & what) return APR_SUCCESS;
     if ((what & PR_IO_OUT) && !io->out) {
         apr_status_t st = io_watch_out(io);
         if (st != APR_SUCCESS) return st;
@@ -800,9 +909,11 @@ apr_status_t pr_loops_start(pr_loops_t **loops_r, int n, const int *listen_fds,
         ev.events = EPOLLIN;
         ev.data.ptr = &l->wake_kind;
         if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, l->evfd, &ev) != 0) return APR_FROM_OS_ERROR(errno);
-        int err = loop_watch_listeners(l, 1);
-        if (err) return APR_FROM_OS_ERROR(err);
         l->accepting = 1;
+        if (loop_should_watch(l)) {
+            int err = loop_watch_listeners(l, 1);
+            if (err) return APR_FROM_OS_ERROR(err);
+        }
     }
     ls->n_accepting = n;
     for (int i = 0; i < n; i++) {
@@ -852,6 +963,11 @@ void pr_loops_join(pr_loops_t *ls)
 }
 
 #else /* no loops: every wait blocks the calling thread */
+
+void pr_thread_name(const char *name)
+{
+    (void)name;
+}
 
 int pr_loops_thread(void)
 {

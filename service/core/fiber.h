@@ -28,6 +28,10 @@ typedef struct pr_fiber_ref_t {
     apr_uint32_t gen;
 } pr_fiber_ref_t;
 
+/* Name the calling thread (up to 15 characters) for top -H, ps and perf;
+ * a no-op where the system has no thread names. */
+void pr_thread_name(const char *name);
+
 /* Non-zero on a loop thread (in a fiber, or accepting). */
 int pr_loops_thread(void);
 /* The running fiber, or NULL on a plain thread. */
@@ -51,23 +55,34 @@ void pr_fiber_blocking(void (*fn)(void *), void *arg);
 void pr_sleep(apr_interval_time_t t);
 
 /* A descriptor a fiber waits on (a session's socket). Its readiness is
- * tracked edge-triggered: register once, then wait only after the
- * non-blocking call said EAGAIN. Closing the descriptor unregisters it
- * (nothing else may hold the socket: no dup, no child inheriting it). */
-enum { PR_IO_IN = 1, PR_IO_OUT = 2 };
+ * tracked edge-triggered: the loop sets a bit of ready when it sees fd
+ * become ready; the caller clears it when a non-blocking call says EAGAIN
+ * (or a read comes back short: the socket is drained), and then waits for
+ * it before trying again. So a session waiting for its client's next
+ * command parks at once, with no read that can only say EAGAIN. Closing
+ * the descriptor unregisters it (nothing else may hold the socket: no dup,
+ * no child inheriting it). */
+enum {
+    PR_IO_IN = 1,
+    PR_IO_OUT = 2,
+    /* Set for good once the peer closed its side or the socket failed: a
+     * short read may then have stopped at the end of input, with no edge to
+     * come, so the caller must not take it for "drained". */
+    PR_IO_HUP = 4
+};
 typedef struct pr_fiber_io_t {
     int kind; /* private */
     int fd;
-    unsigned ready; /* PR_IO_* seen since the last EAGAIN */
+    unsigned ready; /* PR_IO_* seen since the caller cleared it */
     int out;        /* writability watched (after a write first waited) */
     pr_fiber_t *waiter;
 } pr_fiber_io_t;
 
-/* Register fd (non-blocking) with the running fiber's loop. */
+/* Register fd (non-blocking) with the running fiber's loop; ready starts
+ * as both (unknown: try). */
 apr_status_t pr_fiber_io_add(pr_fiber_io_t *io, int fd);
-/* Wait until fd is ready for what (PR_IO_IN or PR_IO_OUT), or until
- * deadline (0: none): APR_SUCCESS or APR_TIMEUP. Clears that readiness first:
- * call it only after EAGAIN. */
+/* Wait until ready has what (PR_IO_IN or PR_IO_OUT), or until deadline
+ * (0: none): APR_SUCCESS or APR_TIMEUP. At once if it is set already. */
 apr_status_t pr_fiber_io_wait(pr_fiber_io_t *io, unsigned what, apr_time_t deadline);
 
 /* ---- Loops (the listener's side). */

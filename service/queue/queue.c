@@ -14,6 +14,7 @@
 #include "service/queue/queue.h"
 #include "service/core/log.h"
 #include "service/core/status.h"
+#include "service/core/fiber.h"
 #include "service/core/tls.h"
 #include "service/dsn/bounce.h"
 #include "service/queue/mx.h"
@@ -663,6 +664,7 @@ static void queue_deliver(queue_t *q, queue_job_t *job)
 
 static void *APR_THREAD_FUNC queue_worker_main(apr_thread_t *t, void *data)
 {
+    pr_thread_name("pr-delivery");
     queue_t *q = data;
     const int per_dest = q->cfg->outbound.max_connections_per_destination;
     apr_thread_mutex_lock(q->mu);
@@ -784,6 +786,7 @@ static void queue_cursor_next(store_qcursor_t *cur, const apr_array_header_t *ms
 
 static void *APR_THREAD_FUNC queue_scheduler_main(apr_thread_t *t, void *data)
 {
+    pr_thread_name("pr-queue");
     queue_t *q = data;
     apr_pool_t *pool, *pass;
     apr_pool_create(&pool, NULL);

@@ -1516,6 +1516,7 @@ static void smtp_session_loop(smtp_sess_t *ss)
         }
     }
     smtp_txn_end(ss);
+    pr_conn_closing(ss->conn);
     pr_conn_flush(ss->conn);
 }
 

@@ -294,6 +294,7 @@ static void store_writer_run(store_t *st, store_req_t *batch, apr_uint64_t *comm
 
 static void *APR_THREAD_FUNC store_writer_main(apr_thread_t *t, void *data)
 {
+    pr_thread_name("pr-writer");
     store_t *st = data;
     int expect = 0;                   /* requesters active around the last commit */
     apr_interval_time_t last_dur = 0; /* how long the last batch took */

@@ -35,6 +35,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -51,6 +52,7 @@
 #define N_MANY 200 /* sessions at once in test_many_sessions */
 #define BIG_SIZE (8u * 1024 * 1024)
 #define SLEEP_MS 500  /* the "sleep" command */
+#define BLOCK_MS 3000 /* the "block" command */
 #define N_WAKES 10000 /* park/wake rounds in test_cross_thread_wake_many */
 
 /* ---- The server side: loops, accept, sessions */
@@ -79,6 +81,9 @@ typedef struct server_t {
     /* The "manywakes" command: the round the session is parked in, and how
      * many wakes the other thread has sent. */
     atomic_uint step, wakes_sent;
+    /* The "burn" command runs until this is set. */
+    atomic_uint stop_burn;
+    atomic_uint blockers; /* sessions that have begun a "block" */
     /* Clients, closed at the end of the test (also when it fails). */
     client_t *clients[MAX_CLIENTS];
     int n_clients;
@@ -179,6 +184,27 @@ static apr_status_t session_command(session_t *ss, const char *line)
         return st == APR_SUCCESS ? pr_conn_flush(c) : st;
     }
     if (!strcmp(line, "big")) return session_big(ss);
+    if (!strcmp(line, "where")) { /* the loop thread running this session */
+        apr_status_t st = pr_conn_printf(c, "thread %lu\r\n", (unsigned long)pthread_self());
+        return st == APR_SUCCESS ? pr_conn_flush(c) : st;
+    }
+    if (!strcmp(line, "block")) { /* hold the loop's thread, as a stuck call would */
+        atomic_fetch_add(&s->blockers, 1);
+        apr_sleep(apr_time_from_msec(BLOCK_MS));
+        return reply(c, "unblocked\r\n");
+    }
+    if (!strcmp(line, "burn")) {
+        /* Keep the loop busy: spin 5 ms, let the loop go round, again,
+         * until told to stop (or 10 s). */
+        apr_time_t end = apr_time_now() + apr_time_from_sec(10);
+        while (!atomic_load(&s->stop_burn) && apr_time_now() < end) {
+            apr_time_t spin = apr_time_now() + apr_time_from_msec(5);
+            while (apr_time_now() < spin)
+                ;
+            pr_sleep(0);
+        }
+        return reply(c, "burnt\r\n");
+    }
     apr_status_t st = pr_conn_printf(c, "echo %s\r\n", line);
     return st == APR_SUCCESS ? pr_conn_flush(c) : st;
 }
@@ -533,6 +559,97 @@ static void test_many_sessions(void **state)
  * nothing, and can still write; a line in time re-arms the timeout (the
  * talker's session times out 200 ms after its last read began, not 200 ms
  * after it started). */
+/* The client's last line and its end of input arrive together while the
+ * session is busy (asleep): one read returns the line, short, and stops at
+ * the FIN, which no later readiness edge announces. The session must still
+ * see the end at once, not wait for its read timeout. */
+static void test_fin_behind_last_line(void **state)
+{
+    server_t *s = *state;
+    s->timeout = apr_time_from_sec(3);
+    server_start(s, 1);
+    client_t *c = client_connect(s);
+    client_send(c, "sleep\r\n");
+    assert_true(wait_count(&s->sleepers, 1, WAIT_MS));
+    client_send(c, "ping\r\n");
+    assert_int_equal(shutdown(c->fd, SHUT_WR), 0);
+    expect_line(c, "slept");
+    expect_line(c, "pong");
+    expect_eof(c);
+    assert_true(wait_count(&s->ended, 1, WAIT_MS));
+    assert_int_equal(atomic_load(&s->errors), 0);
+}
+
+static void where(client_t *c, char *out, size_t outsz)
+{
+    client_send(c, "where\r\n");
+    if (client_read_line(c, out, outsz, WAIT_MS) != 1 || strncmp(out, "thread ", 7))
+        fail_msg("client %d: no answer to where", c->id);
+}
+
+/* Spilling: while the first loop has little to do, every session goes to
+ * it (waking a second loop per connection costs more than it gives); once
+ * it is kept busy, new sessions go to the other loop. */
+static void test_spill(void **state)
+{
+    server_t *s = *state;
+    char first[64], t[64];
+    server_start(s, 2);
+    client_t *c = client_connect(s);
+    where(c, first, sizeof(first));
+    client_close(c);
+    for (int i = 0; i < 10; i++) {
+        c = client_connect(s);
+        where(c, t, sizeof(t));
+        client_close(c);
+        if (strcmp(t, first)) fail_msg("session %d of a light load on another loop", i + 1);
+        apr_sleep(apr_time_from_msec(5));
+    }
+
+    client_t *busy = client_connect(s);
+    where(busy, t, sizeof(t));
+    assert_string_equal(t, first);
+    client_send(busy, "burn\r\n");
+    int spilled = 0;
+    for (int i = 0; i < 200 && !spilled; i++) {
+        apr_sleep(apr_time_from_msec(10));
+        c = client_connect(s);
+        where(c, t, sizeof(t));
+        client_close(c);
+        spilled = strcmp(t, first) != 0;
+    }
+    atomic_store(&s->stop_burn, 1);
+    expect_line(busy, "burnt");
+    if (!spilled) fail_msg("no session went to the second loop while the first was busy");
+    assert_int_equal(atomic_load(&s->errors), 0);
+}
+
+/* A session that holds the first loop's thread (a call that blocks where it
+ * should have parked) must not hold up new connections: the other loop
+ * sees the first one stuck and takes them. */
+static void test_stuck_first_loop(void **state)
+{
+    server_t *s = *state;
+    char first[64], t[64];
+    s->greet = 1;
+    server_start(s, 2);
+    client_t *a = client_connect(s);
+    expect_line(a, "hi");
+    where(a, first, sizeof(first));
+    client_send(a, "block\r\n");
+    assert_true(wait_count(&s->blockers, 1, WAIT_MS));
+    apr_time_t t0 = apr_time_now();
+    client_t *b = client_connect(s);
+    expect_line(b, "hi");
+    apr_interval_time_t waited = apr_time_now() - t0;
+    where(b, t, sizeof(t));
+    if (!strcmp(t, first)) fail_msg("the new session ran on the stuck loop");
+    if (waited > apr_time_from_msec(BLOCK_MS / 2))
+        fail_msg("the new session waited %ld ms for its greeting", (long)apr_time_as_msec(waited));
+    expect_line(a, "unblocked");
+    assert_int_equal(atomic_load(&s->errors), 0);
+}
+
 static void test_read_timeout(void **state)
 {
     server_t *s = *state;
@@ -842,6 +959,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_many_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fin_behind_last_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stuck_first_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sleep_does_not_block_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cross_thread_wake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cross_thread_wake_many, setup, teardown),

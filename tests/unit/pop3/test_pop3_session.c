@@ -617,7 +617,7 @@ static void test_in_use(void **state)
     fixture_t *f = *state;
     apr_pool_t *p;
     apr_pool_create(&p, f->pool);
-    static const pr_transport_t tp = {nested_recv, nested_send, nested_set_timeout, NULL};
+    static const pr_transport_t tp = {nested_recv, nested_send, nested_set_timeout, NULL, NULL};
     nested_tp_t t = {0};
     t.f = f;
     t.pool = p;
@@ -687,7 +687,7 @@ static void test_autologout(void **state)
     apr_pool_t *p;
     apr_pool_create(&p, f->pool);
     deliver(f, ALICE, "Subject: x\r\n\r\nhi\r\n", 18);
-    static const pr_transport_t tp = {idle_recv, idle_send, idle_set_timeout, NULL};
+    static const pr_transport_t tp = {idle_recv, idle_send, idle_set_timeout, NULL, NULL};
     idle_tp_t t = {0};
     t.script = LOGIN_ALICE "DELE 1\r\n";
     pr_session_t s;

@@ -317,7 +317,7 @@ static void sc_timeout(void *ctx, apr_interval_time_t t)
     (void)t;
 }
 
-static const pr_transport_t script_tp = {sc_recv, sc_send, sc_timeout, NULL};
+static const pr_transport_t script_tp = {sc_recv, sc_send, sc_timeout, NULL, NULL};
 
 static apr_status_t sc_cleanup(void *data)
 {
