@@ -128,6 +128,9 @@ typedef struct store_req_t {
     apr_int64_t qid;    /* STORE_REQ_QRETRY, _QDELETE */
     const char *domain; /* STORE_REQ_QRETRY: only this domain's recipients */
     apr_status_t status;
+    /* Set by the writer when status is final: under the store's mutex for a
+     * thread, atomically (release; the fiber reads it acquire, without the
+     * mutex) for a fiber. */
     int done;
     store_waiter_t *waiter; /* a thread waits here, or */
     pr_fiber_ref_t fiber;   /* a fiber (waiter NULL) */
@@ -151,7 +154,8 @@ struct store_t {
     apr_thread_mutex_t *sync_mu; /* serialises writes without a writer thread */
     apr_thread_t *writer;
     store_req_t *head, *tail;
-    int queued; /* requests in head..tail */
+    int queued;  /* requests in head..tail */
+    int wake_at; /* the writer waits until queued reaches this (0: it is busy) */
     int stopping, closed;
     store_stats_t stats;
 
