@@ -938,42 +938,47 @@ static apr_status_t smtp_check_from(smtp_sess_t *ss, const char **why_r)
  * RCPT already said 250 to every recipient and there is no bounce path yet,
  * so refusing would fail the mailboxes with room too, and skipping the full
  * ones would lose their copy silently; the overshoot is one message and is
- * logged as a warning. Returns 1 if the message was refused (reply sent). */
-static int smtp_deliver_quota(smtp_sess_t *ss, const store_local_rcpt_t *rcpts, int n)
+ * logged as a warning.
+ * The limits go with the delivery and the store compares them with the
+ * usage inside its own transaction (exact, and no read of its own here).
+ * This sets each copy's limit; 1 if the message was refused (reply sent). */
+static int smtp_deliver_limits(smtp_sess_t *ss, store_local_rcpt_t *rcpts, int n)
 {
-    smtp_txn_t *t = &ss->txn;
-    apr_off_t body = store_body_size(ss->body);
-    int over = 0, never = 0;
-    const char *which = "";
     for (int i = 0; i < n; i++) {
-        apr_off_t limit, size = body + (apr_off_t)rcpts[i].prefix_len;
-        smtp_quota_e q;
-        apr_status_t st = smtp_quota_limit(ss, rcpts[i].user, &limit);
-        if (st == APR_SUCCESS) st = smtp_quota_check(ss, rcpts[i].user, limit, size, &q);
-        if (st != APR_SUCCESS) {
+        if (smtp_quota_limit(ss, rcpts[i].user, &rcpts[i].quota) != APR_SUCCESS) {
             pr_log_error(ss->s->sid, "cannot check the quota of %s; message from <%s> deferred",
-                         rcpts[i].user, t->sender);
+                         rcpts[i].user, ss->txn.sender);
             smtp_reply(ss, "451 4.3.0 Error: could not check the mailbox quota, try again later");
             return 1;
         }
-        if (q == SMTP_QUOTA_OK) continue;
-        over++;
-        if (q == SMTP_QUOTA_NEVER) never++;
+    }
+    return 0;
+}
+
+/* After the store said which copies went over (over[i]), or refused the
+ * message (PR_EQUOTA): the log line, and the reply for a refusal. */
+static void smtp_deliver_over(smtp_sess_t *ss, const store_local_rcpt_t *rcpts, int n,
+                              const int *over, int refused)
+{
+    apr_off_t body = store_body_size(ss->body);
+    int never = 0;
+    const char *which = "";
+    for (int i = 0; i < n; i++) {
+        if (!refused && !over[i]) continue;
+        if (rcpts[i].quota > 0 && body + (apr_off_t)rcpts[i].prefix_len > rcpts[i].quota) never++;
         which = apr_pstrcat(ss->cmd_pool, which, *which ? "," : "", rcpts[i].user, NULL);
     }
-    if (over == 0) return 0;
-    if (over == n && t->remote->nelts == 0) {
+    if (refused) {
         pr_log_info(ss->s->sid, "message from <%s> size=%" APR_OFF_T_FMT " refused: over quota: %s",
-                    t->sender, body, which);
+                    ss->txn.sender, body, which);
         smtp_reply(ss, never == n ? "552 5.2.2 Mailbox full: message larger than the mailbox quota"
                                   : "452 4.2.2 Mailbox full, try again later");
-        return 1;
+    } else if (*which) {
+        pr_log_warn(ss->s->sid,
+                    "message from <%s> size=%" APR_OFF_T_FMT " goes over the quota of %s; "
+                    "delivered anyway (other recipients have room; RCPT was accepted)",
+                    ss->txn.sender, body, which);
     }
-    pr_log_warn(ss->s->sid,
-                "message from <%s> size=%" APR_OFF_T_FMT " goes over the quota of %s; delivered "
-                "anyway (other recipients have room; RCPT was accepted)",
-                t->sender, body, which);
-    return 0;
 }
 
 /* The reports asked for with NOTIFY=SUCCESS by local recipients (RFC 3461
@@ -1074,7 +1079,7 @@ static void smtp_deliver(smtp_sess_t *ss)
         rcpts[i].prefix = smtp_prefix(ss, rcpts[i].user, date, extra, p);
         rcpts[i].prefix_len = strlen(rcpts[i].prefix);
     }
-    if (n > 0 && smtp_deliver_quota(ss, rcpts, n)) {
+    if (n > 0 && smtp_deliver_limits(ss, rcpts, n)) {
         smtp_txn_end(ss);
         return;
     }
@@ -1090,6 +1095,8 @@ static void smtp_deliver(smtp_sess_t *ss)
     d.ret = t->ret;
     d.body_flags = (t->body8 || t->data.eightbit ? STORE_BODY_8BIT : 0) |
                    (t->smtputf8 ? STORE_BODY_SMTPUTF8 : 0);
+    d.over = apr_pcalloc(p, sizeof(*d.over) * (apr_size_t)(n ? n : 1));
+    d.refuse_over = 1;
     if (d.n_remote) {
         d.remote_prefix = smtp_prefix(ss, NULL, date, extra, p);
         d.remote_prefix_len = strlen(d.remote_prefix);
@@ -1102,6 +1109,12 @@ static void smtp_deliver(smtp_sess_t *ss)
     }
     apr_array_header_t *uids = NULL;
     apr_status_t st = store_deliver(ss->srv->store, &d, &uids, p);
+    if (st == PR_EQUOTA || st == APR_SUCCESS)
+        smtp_deliver_over(ss, rcpts, n, d.over, st != APR_SUCCESS);
+    if (st == PR_EQUOTA) {
+        smtp_txn_end(ss);
+        return;
+    }
     if (st != APR_SUCCESS) {
         char buf[120];
         pr_log_error(ss->s->sid, "store failed for message from <%s>: %s", t->sender,

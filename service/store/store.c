@@ -453,9 +453,15 @@ apr_status_t store_messages_list(store_reader_t *r, const char *user, const char
 apr_status_t store_user_usage(store_reader_t *r, const char *user, apr_uint32_t *messages_r,
                               apr_off_t *bytes_r)
 {
+    return store_conn_usage(&r->c, user, messages_r, bytes_r);
+}
+
+apr_status_t store_conn_usage(store_conn_t *c, const char *user, apr_uint32_t *messages_r,
+                              apr_off_t *bytes_r)
+{
     /* The running totals of schema 2 (kept by triggers with every message
      * insert and delete): one primary-key read, not a scan of the mailbox. */
-    sqlite3_stmt *s = store_conn_stmt(&r->c, SQ_R_USAGE);
+    sqlite3_stmt *s = store_conn_stmt(c, SQ_R_USAGE);
     if (!s) return PR_EIO;
     store_bind_text(s, 1, user);
     int rc = sqlite3_step(s);

@@ -43,6 +43,11 @@ typedef struct store_local_rcpt_t {
     const char *folder; /* NULL: "INBOX" */
     const char *prefix; /* per-delivery header lines (Return-Path, Received, ...) */
     apr_size_t prefix_len;
+    /* The owner's quota in bytes, 0: none. The copy is over it if the
+     * owner's usage (all folders) plus the copy's size passes it; the usage
+     * is read inside the delivery's own transaction, so deliveries committed
+     * together see each other. */
+    apr_off_t quota;
 } store_local_rcpt_t;
 
 /* RFC 3461 DSN requests kept with a queued recipient. notify 0: none
@@ -73,6 +78,11 @@ typedef struct store_delivery_t {
     const char *envid;   /* ENVID, or NULL */
     store_ret_e ret;
     unsigned body_flags; /* STORE_BODY_* */
+    /* Quotas: over (may be NULL) gets a flag per local copy, 1 if over its
+     * quota. With refuse_over, a delivery whose every local copy is over,
+     * and which relays nothing, stores nothing and fails with PR_EQUOTA. */
+    int *over;
+    int refuse_over;
 } store_delivery_t;
 
 /* Blocks until the transaction holding the message is durable (fsynced).

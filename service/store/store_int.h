@@ -205,6 +205,10 @@ apr_status_t store_writer_submit(store_t *st, store_req_t *req);
 /* Writer steps shared by writer.c and queue.c, inside the writer's
  * transaction. */
 apr_status_t store_apply_deliver_one(store_t *st, const store_delivery_t *d, apr_uint32_t *uids);
+/* A user's running totals (store_user_usage), on any connection: the
+ * writer's reads them inside its transaction. */
+apr_status_t store_conn_usage(store_conn_t *c, const char *user, apr_uint32_t *messages_r,
+                              apr_off_t *bytes_r);
 apr_status_t store_body_gc(store_t *st, sqlite3_int64 body_id);
 apr_status_t store_apply_qupdate(store_t *st, store_req_t *r);
 apr_status_t store_apply_qretry(store_t *st, store_req_t *r);

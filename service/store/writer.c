@@ -107,12 +107,35 @@ static apr_status_t store_mbox_touch(store_t *st, const char *user, const char *
     return rc == SQLITE_DONE ? PR_ENOTFOUND : PR_EIO;
 }
 
+/* Which local copies go over their owners' quotas (see store_delivery_t);
+ * PR_EQUOTA if the delivery is to be refused for it. */
+static apr_status_t store_deliver_quota(store_t *st, const store_delivery_t *d, apr_off_t body_size)
+{
+    int n_over = 0;
+    for (int i = 0; i < d->n_local; i++) {
+        const store_local_rcpt_t *lr = &d->local[i];
+        int over = 0;
+        if (lr->quota > 0) {
+            apr_off_t used;
+            apr_status_t rv = store_conn_usage(&st->w, lr->user, NULL, &used);
+            if (rv != APR_SUCCESS) return rv;
+            over = used + (apr_off_t)lr->prefix_len + body_size > lr->quota;
+        }
+        if (d->over) d->over[i] = over;
+        n_over += over;
+    }
+    return d->refuse_over && d->n_local > 0 && n_over == d->n_local && d->n_remote == 0
+               ? PR_EQUOTA
+               : APR_SUCCESS;
+}
+
 apr_status_t store_apply_deliver_one(store_t *st, const store_delivery_t *d, apr_uint32_t *uids)
 {
     sqlite3_int64 body_id;
-    apr_status_t rv = store_body_insert(st, d->body, &body_id);
-    if (rv != APR_SUCCESS) return rv;
     apr_off_t body_size = store_body_size(d->body);
+    apr_status_t rv = store_deliver_quota(st, d, body_size);
+    if (rv != APR_SUCCESS) return rv;
+    if ((rv = store_body_insert(st, d->body, &body_id)) != APR_SUCCESS) return rv;
     apr_time_t now = apr_time_now();
 
     for (int i = 0; i < d->n_local; i++) {

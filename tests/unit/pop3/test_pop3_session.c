@@ -155,7 +155,7 @@ static apr_uint32_t deliver(fixture_t *f, const char *user, const char *body, ap
     store_body_t *b;
     assert_int_equal(store_body_create(&b, f->store, p), APR_SUCCESS);
     assert_int_equal(store_body_append(b, body, len), APR_SUCCESS);
-    store_local_rcpt_t r = {user, NULL, PREFIX, strlen(PREFIX)};
+    store_local_rcpt_t r = {.user = user, .prefix = PREFIX, .prefix_len = strlen(PREFIX)};
     store_delivery_t d = {0};
     d.sender = "x@y.test";
     d.body = b;

@@ -246,6 +246,49 @@ static void test_open_migrate_twice(void **state)
     db_exec("PRAGMA user_version = 2");
 }
 
+/* Quotas travel with the delivery and are checked in its transaction: a
+ * copy that would pass its owner's quota is flagged; if every copy would
+ * (and nothing is relayed), nothing is stored and the answer is PR_EQUOTA. */
+static void test_deliver_quota(void **state)
+{
+    (void)state;
+    store_t *st = open_store(0, pool);
+    const char *body = "Subject: q\r\n\r\n0123456789012345678901234567890123456789\r\n";
+    store_body_t *b = make_body(st, body, pool);
+    apr_off_t size = (apr_off_t)strlen(body);
+    store_local_rcpt_t lr[2] = {{.user = "full@example.org", .quota = 2 * size + size / 2},
+                                {.user = "roomy@example.org", .quota = 100 * size}};
+    int over[2] = {-1, -1};
+    store_delivery_t d = {
+        .sender = "", .body = b, .n_local = 1, .local = lr, .over = over, .refuse_over = 1};
+    /* Two fit, the third would pass 2.5 copies. */
+    assert_int_equal(store_deliver(st, &d, NULL, pool), APR_SUCCESS);
+    assert_int_equal(over[0], 0);
+    assert_int_equal(store_deliver(st, &d, NULL, pool), APR_SUCCESS);
+    assert_int_equal(store_deliver(st, &d, NULL, pool), PR_EQUOTA);
+    assert_int_equal(over[0], 1);
+    assert_int_equal(db_int("SELECT count(*) FROM messages"), 2);
+    assert_int_equal(db_int("SELECT count(*) FROM bodies"), 2);
+    /* With a recipient that has room, both get their copy; the full one is
+     * flagged (the caller logs the overshoot). */
+    d.n_local = 2;
+    over[0] = over[1] = -1;
+    assert_int_equal(store_deliver(st, &d, NULL, pool), APR_SUCCESS);
+    assert_int_equal(over[0], 1);
+    assert_int_equal(over[1], 0);
+    assert_int_equal(db_int("SELECT count(*) FROM messages"), 4);
+    /* Without refuse_over, or relaying too, nothing is refused. */
+    d.n_local = 1;
+    d.refuse_over = 0;
+    assert_int_equal(store_deliver(st, &d, NULL, pool), APR_SUCCESS);
+    assert_int_equal(over[0], 1);
+    /* No quota (0): never over. */
+    lr[0].quota = 0;
+    assert_int_equal(store_deliver(st, &d, NULL, pool), APR_SUCCESS);
+    assert_int_equal(over[0], 0);
+    assert_int_equal(db_int("SELECT count(*) FROM messages"), 6);
+}
+
 static void test_deliver_one_and_many(void **state)
 {
     (void)state;
@@ -957,7 +1000,7 @@ static void test_queue(void **state)
         {q[2].id, STORE_Q_FAILED, 0, "550 5.1.1 no such user", 1, 0},
     };
     const char *alice[] = {"alice@example.org"};
-    store_local_rcpt_t lr = {alice[0], NULL, NULL, 0};
+    store_local_rcpt_t lr = {.user = alice[0]};
     store_delivery_t bounce = {0};
     bounce.sender = "";
     bounce.body = make_body(st, "Subject: Undelivered\r\n\r\nreport\r\n", p);
@@ -1165,6 +1208,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_big_body_stream, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_migrate_twice, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_one_and_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deliver_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_uids_increase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_folders_and_sizes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flags_and_expunge, setup, teardown),
