@@ -44,8 +44,8 @@
 #else
 #define FIBER_STACK (256 * 1024) /* reserved; an idle session touches a few pages */
 #endif
-#define FIBER_CACHE 64  /* ended fibers a loop keeps for its next sessions */
-#define LOOP_EVENTS 64  /* epoll events taken per wait */
+#define FIBER_CACHE 64 /* ended fibers a loop keeps for its next sessions */
+#define LOOP_EVENTS 64 /* epoll events taken per wait */
 #define LOOP_MAX 16
 #define ACCEPT_PAUSE apr_time_from_msec(100) /* after accept ran out of descriptors */
 /* Spilling (see loop_spill_check): the first loop takes every new connection
@@ -196,9 +196,9 @@ struct loop_t {
     pr_fiber_t *run_head, *run_tail;
     pr_fiber_t *live;
     int n_live;
-    pr_fiber_t *cache;        /* ended fibers, newest first */
-    int n_cache;              /* of those, how many still have a stack */
-    apr_time_t next_deadline; /* no parked fiber's deadline is earlier; 0: none */
+    pr_fiber_t *cache;              /* ended fibers, newest first */
+    int n_cache;                    /* of those, how many still have a stack */
+    apr_time_t next_deadline;       /* no parked fiber's deadline is earlier; 0: none */
     int accepting;                  /* not told to stop accepting yet */
     int watching;                   /* the listening sockets are in epfd */
     apr_time_t accept_paused_until; /* out of descriptors: retry then; 0: not paused */
@@ -550,8 +550,7 @@ static void *loop_main(void *arg)
                 if (io->waiter) loop_make_runnable(l, io->waiter);
             } else if (kind == K_WAKE) {
                 loop_woken(l);
-            } else if (kind == K_LISTEN && l->watching &&
-                       !apr_atomic_read32(&ls->stop_accepting)) {
+            } else if (kind == K_LISTEN && l->watching && !apr_atomic_read32(&ls->stop_accepting)) {
                 listen_t *li = ev[i].data.ptr;
                 /* One connection per readiness: the listener is level-
                  * triggered, so the next wait reports it again while more

@@ -313,9 +313,9 @@ static void store_writer_run(store_t *st, store_req_t *batch, apr_uint64_t *comm
 /* How long the writer may hold a group open for requesters it expects back:
  * at most the last commit's time (a requester waits at most one commit
  * longer, and shares its fsync), and never more than this. Measured at 10
- * and 50 SMTP sessions: half of it cost 7% more CPU per message at the same
- * rate; none cost 18% more CPU and 15% of the rate; twice it gained
- * nothing more. */
+ * and 50 SMTP sessions (interleaved runs): half of it took 7% more CPU per
+ * message at the same rate, none 25% more CPU and 13% less rate; twice it
+ * gained nothing more. */
 #define STORE_GATHER_MAX apr_time_from_msec(1)
 
 static void *APR_THREAD_FUNC store_writer_main(apr_thread_t *t, void *data)
