@@ -559,7 +559,9 @@ done
 password_check
 
 # ---------------------------------------------------------------- summary
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a != "n/a" && b != "n/a" && b > 0) printf "%.2f", a / b; else print "n/a"}'; }
+ratio() { awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN {if (a != "n/a" && b != "n/a" && b > 0) printf "%.*f", d, a / b; else print "n/a"}'; }
+# A goal is judged on the unrounded ratio (6 decimals), shown to 2.
+r2() { [ -n "$1" ] && [ "$1" != n/a ] && printf '%.2f' "$1" || printf '%s' "$1"; }
 ok() { [ -n "${R_N[$1]:-}" ] && [ "${R_FAILED[$1]}" = 0 ]; }
 echo
 echo "==================== POP3 login benchmark, LDAP backend: summary ===================="
@@ -623,11 +625,11 @@ echo
 echo "goal (measured at 10 clients, n/a without such a round):"
 verdict() { [ -z "$1" ] || [ "$1" = n/a ] && echo n/a || { awk "BEGIN {exit !($1 $2)}" && echo met || echo "NOT met"; }; }
 g=""; gc=""
-if ok cache,10 && ok dovecot,10; then g=$(ratio "${R_RATE[cache,10]}" "${R_RATE[dovecot,10]}"); fi
+if ok cache,10 && ok dovecot,10; then g=$(ratio "${R_RATE[cache,10]}" "${R_RATE[dovecot,10]}" 6); fi
 if ok cache,10 && ok cold,10; then gc=$(ratio "${R_RATE[cache,10]}" "${R_RATE[cold,10]}"); fi
 pw_ok=n/a
 [ -n "${PW_WRONG[cache]:-}" ] && { [ "${PW_WRONG[cache]}" = refused ] && pw_ok=met || pw_ok="NOT met"; }
-printf '  %-58s %-8s %s\n' ">= 10x Dovecot's logins/s with the cache" "${g:-n/a}${g:+x}" "$(verdict "$g" ">= 10")"
+printf '  %-58s %-8s %s\n' ">= 10x Dovecot's logins/s with the cache" "$(r2 "${g:-n/a}")${g:+x}" "$(verdict "$g" ">= 10")"
 printf '  %-58s %-8s %s\n' "a cached login still checks the password (wrong one refused)" "" "$pw_ok"
 if [ "$STALE_OLD" = 1 ] || [ "$STALE_FAIL" = 1 ]; then
   echo "  NOTE: postroomd cache did not see a password change in LDAP at once (postroomd cold and Dovecot did):"
