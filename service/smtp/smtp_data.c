@@ -19,12 +19,27 @@ void smtp_data_init(smtp_data_t *d, int dot, apr_off_t limit, smtp_data_sink_fn 
     d->last_lf = 1;
 }
 
+/* Whether any of p[0..n) has its high bit set; a word at a time. */
+static int data_has_8bit(const char *p, apr_size_t n)
+{
+    const apr_uint64_t high = 0x8080808080808080ULL;
+    apr_uint64_t acc = 0;
+    apr_size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        apr_uint64_t w;
+        memcpy(&w, p + i, 8);
+        acc |= w;
+    }
+    for (; i < n; i++)
+        acc |= (unsigned char)p[i];
+    return (acc & high) != 0;
+}
+
 static void data_emit(smtp_data_t *d, const char *p, apr_size_t n)
 {
     if (n == 0) return;
     d->last_lf = p[n - 1] == '\n';
-    for (apr_size_t i = 0; i < n && !d->eightbit; i++)
-        d->eightbit = (unsigned char)p[i] >= 0x80;
+    if (!d->eightbit) d->eightbit = data_has_8bit(p, n);
     if (d->too_big) return;
     if (d->size + (apr_off_t)n > d->limit) {
         d->too_big = 1;

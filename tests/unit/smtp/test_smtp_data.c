@@ -153,6 +153,24 @@ static void test_8bit_noted(void **state)
     }
 }
 
+/* The scan goes a word at a time: a single 8-bit octet is seen wherever it
+ * falls in a run, and a long run of the highest 7-bit octet is not one. */
+static void test_8bit_any_position(void **state)
+{
+    (void)state;
+    char buf[41];
+    memset(buf, 0x7f, sizeof(buf));
+    result_t r;
+    decode(&r, 0, buf, sizeof(buf), 0, 1 << 20);
+    assert_false(r.d.eightbit);
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        memset(buf, 'a', sizeof(buf));
+        buf[i] = (char)0x80;
+        decode(&r, 0, buf, sizeof(buf), 0, 1 << 20);
+        assert_true(r.d.eightbit);
+    }
+}
+
 static void test_bdat(void **state)
 {
     (void)state;
@@ -181,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_8bit_passes),
         cmocka_unit_test(test_8bit_noted),
+        cmocka_unit_test(test_8bit_any_position),
         cmocka_unit_test(test_bdat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
