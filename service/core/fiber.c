@@ -744,7 +744,11 @@ apr_status_t pr_fiber_io_add(pr_fiber_io_t *io, int fd)
     if (!l) return APR_EINVAL;
     io->kind = K_IO;
     io->fd = fd;
-    io->ready = PR_IO_IN | PR_IO_OUT;
+    /* Not readable until the loop says so: a new connection has mostly
+     * nothing to read yet (in SMTP, POP3 and IMAP the server speaks first),
+     * and a read would only say EAGAIN. Nothing is missed: EPOLL_CTL_ADD
+     * looks at the socket at once and reports data already waiting. */
+    io->ready = PR_IO_OUT;
     io->out = 0;
     io->waiter = NULL;
     /* Writability only once a write had to wait: every ACK of a reply

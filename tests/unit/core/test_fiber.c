@@ -70,6 +70,7 @@ typedef struct server_t {
     int stopped; /* pr_loops_stop_accepting called */
     /* How sessions behave in this test. */
     int greet;                   /* "hi" on start */
+    int accept_after_data;       /* accept_fn registers a connection only once data is waiting */
     apr_interval_time_t timeout; /* pr_conn_set_timeout on start; 0: none */
     /* What sessions report. */
     atomic_uint started, ended, errors;
@@ -235,6 +236,8 @@ static void session_fn(void *arg)
     atomic_fetch_add(&s->ended, 1);
 }
 
+static int wait_readable(int fd, int ms);
+
 /* On a loop thread, not in a fiber: accept one connection, start its fiber. */
 static int accept_fn(void *ctx)
 {
@@ -251,6 +254,11 @@ static int accept_fn(void *ctx)
         return 0;
     }
     if (!pr_loops_thread() || pr_fiber_self()) note_error(s, APR_EGENERAL);
+    if (s->accept_after_data) {
+        apr_os_sock_t nfd;
+        apr_os_sock_get(&nfd, ns);
+        if (wait_readable(nfd, WAIT_MS) <= 0) note_error(s, APR_TIMEUP);
+    }
     session_t *ss = apr_pcalloc(pool, sizeof(*ss));
     ss->srv = s;
     ss->pool = pool;
@@ -577,6 +585,24 @@ static void test_fin_behind_last_line(void **state)
     expect_line(c, "pong");
     expect_eof(c);
     assert_true(wait_count(&s->ended, 1, WAIT_MS));
+    assert_int_equal(atomic_load(&s->errors), 0);
+}
+
+/* A client that talks before the session is set up (the bytes are
+ * waiting before its socket joins the loop) is still heard: a new
+ * connection is taken as having nothing to read, so this rests on the loop
+ * reporting data already there when the socket is added. */
+static void test_early_talker(void **state)
+{
+    server_t *s = *state;
+    s->accept_after_data = 1;
+    server_start(s, 1);
+    client_t *c = client_connect(s);
+    client_send(c, "ping\r\n");
+    expect_line(c, "pong");
+    client_send(c, "ping\r\n");
+    expect_line(c, "pong");
+    server_finish(s);
     assert_int_equal(atomic_load(&s->errors), 0);
 }
 
@@ -960,6 +986,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_sessions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fin_behind_last_line, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_early_talker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stuck_first_loop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sleep_does_not_block_loop, setup, teardown),
