@@ -27,7 +27,12 @@
 #      -c` instead; strace stops the writer at every fsync, which changes the
 #      group-commit timing it measures (it reported 0.95 where the
 #      tracepoints, on the same build, counted 0.30).
-#   4. Memory per idle SMTP session: 100 connections that have read the
+#   4. A reference: smtp-sink (also from the postfix package) answers
+#      every command at once and stores nothing, not even in memory. Its
+#      rate in the same rounds is what this client, kernel and machine give
+#      a server that does no work at all; the summary shows postroomd's rate
+#      and the goal's (5x Postfix) as fractions of it.
+#   5. Memory per idle SMTP session: 100 connections that have read the
 #      greeting and the EHLO reply and stay open; (PSS after - PSS before)/100
 #      from /proc/PID/smaps_rollup, summed over each server's process tree.
 #
@@ -81,12 +86,13 @@ POSTROOM=$BUILD/admin/postroom
 PROBLEMS=()
 
 # ---------------------------------------------------------------- cleanup
-T=""; PR_PID=""; STRACE_PID=""; PF_MASTER=""; PF_CONF=""; CLIENT_PID=""
+T=""; PR_PID=""; STRACE_PID=""; PF_MASTER=""; PF_CONF=""; CLIENT_PID=""; SINK_PID=""
 cleanup() {
   trap - EXIT INT TERM
   stop_pid "$CLIENT_PID" 10
   stop_pid "$PR_PID" 70          # postroomd's default shutdown_grace is 60s
   stop_pid "$STRACE_PID" 10
+  stop_pid "$SINK_PID" 10
   postfix_stop
   if [ -n "$T" ] && [ -d "$T" ]; then
     if [ "${KEEP_TMP:-0}" = 1 ]; then echo "kept $T"; else rm -rf "$T"; fi
@@ -277,6 +283,16 @@ EOF
   return 0
 }
 
+# ---------------------------------------------------------------- smtp-sink
+SINK_OK=0
+setup_sink() {
+  SINK_PORT=$(h freeport)
+  # -u: it refuses to run as root; 256: listen backlog.
+  smtp-sink -u nobody "$HOST:$SINK_PORT" 256 >"$T/smtp-sink.log" 2>&1 &
+  SINK_PID=$!
+  wait_port "$SINK_PORT" 30 && kill -0 "$SINK_PID" 2>/dev/null
+}
+
 # ---------------------------------------------------------------- rounds
 declare -A R_ACC R_WALL R_RATE R_CPU R_CPUMSG R_DRAIN R_CLIENT R_OTHER
 run_round() { # name port rootpid sessions -> fills R_*[name,sessions]
@@ -337,6 +353,8 @@ if [ $PR_OK = 0 ]; then
   [ -n "$PR_PID" ] && stop_postroomd
 fi
 setup_postfix || die "the Postfix instance does not work; nothing to compare against"
+if setup_sink; then SINK_OK=1; say "smtp-sink (stores nothing) on $HOST:$SINK_PORT, as a reference"
+else warn "smtp-sink did not start: $(head -c 300 "$T/smtp-sink.log")"; fi
 
 say "throughput: $MSGS messages of $MSG_LEN bytes to $RCPT per round"
 for s in $SESSIONS; do
@@ -348,7 +366,9 @@ for s in $SESSIONS; do
   run_round postfix "$PF_PORT" "$PF_MASTER" "$s"
   delivered=$(( $(maildir_count) - PF_BEFORE ))
   [ "$delivered" = "${R_ACC[postfix,$s]}" ] || warn "Postfix delivered $delivered of ${R_ACC[postfix,$s]} accepted messages"
+  [ $SINK_OK = 1 ] && run_round smtp-sink "$SINK_PORT" "$SINK_PID" "$s"
 done
+[ $SINK_OK = 1 ] && { stop_pid "$SINK_PID" 10; SINK_PID=""; }
 
 FSYNC_PER_MSG=""
 if [ $PR_OK = 1 ] && [ $PERF_OK = 1 ] && kill -0 "$PR_PID" 2>/dev/null; then
@@ -412,7 +432,7 @@ echo
 printf '%-8s | %-9s | %8s | %8s | %8s | %9s | %10s | %8s | %8s | %8s\n' sessions server accepted "wall s" "msg/s" "CPU s" "CPU ms/msg" "drain s" "client s" "other"
 printf -- '---------+-----------+----------+----------+----------+-----------+------------+----------+----------+---------\n'
 for s in $SESSIONS; do
-  for name in postroomd postfix; do
+  for name in postroomd postfix smtp-sink; do
     k="$name,$s"
     [ -n "${R_ACC[$k]:-}" ] || continue
     printf '%-8s | %-9s | %8s | %8s | %8s | %9s | %10s | %8s | %8s | %8s\n' "$s" "$name" "${R_ACC[$k]}" "${R_WALL[$k]}" \
@@ -428,6 +448,16 @@ if [ $PR_OK = 1 ]; then
     printf 'sessions %-3s rate postroomd/Postfix = %sx   CPU per msg Postfix/postroomd = %sx\n' "$s" \
       "$(ratio "${R_RATE[postroomd,$s]}" "${R_RATE[postfix,$s]}")" \
       "$(ratio "${R_CPUMSG[postfix,$s]}" "${R_CPUMSG[postroomd,$s]}")"
+  done
+fi
+if [ $SINK_OK = 1 ]; then
+  echo "smtp-sink stores nothing: its rate is what this client and machine allow a server doing no work."
+  for s in $SESSIONS; do
+    [ -n "${R_RATE[smtp-sink,$s]:-}" ] && [ "${R_RATE[smtp-sink,$s]}" != 0 ] || continue
+    printf 'sessions %-3s of smtp-sink'"'"'s rate: postroomd %s, Postfix %s; the goal (5x Postfix) needs %s\n' "$s" \
+      "$(awk -v a="${R_RATE[postroomd,$s]:-0}" -v b="${R_RATE[smtp-sink,$s]}" 'BEGIN {printf "%.0f%%", 100 * a / b}')" \
+      "$(awk -v a="${R_RATE[postfix,$s]:-0}" -v b="${R_RATE[smtp-sink,$s]}" 'BEGIN {printf "%.0f%%", 100 * a / b}')" \
+      "$(awk -v a="${R_RATE[postfix,$s]:-0}" -v b="${R_RATE[smtp-sink,$s]}" 'BEGIN {printf "%.0f%%", 500 * a / b}')"
   done
 fi
 echo "fsyncs per accepted message, postroomd, $FSYNC_SESSIONS sessions: ${FSYNC_PER_MSG:-n/a}"
