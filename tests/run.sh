@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Postroom's test command: installs what is missing (Debian/Ubuntu, as root),
-# builds a normal and an ASan+UBSan build, runs ctest on both, then runs each
-# libFuzzer harness briefly when clang is available.
+# builds a normal and an ASan+UBSan build, runs ctest on both, then the same
+# with sessions on threads (the path Windows and the BSDs take; ASan+UBSan),
+# then runs each libFuzzer harness briefly when clang is available.
 #   FUZZ_SECONDS=30 (per harness; 0 skips fuzzing)   JOBS=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +41,9 @@ echo "== tests: ASan + UBSan build"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 (cd build/asan && ctest -j "$JOBS" --output-on-failure)
+echo "== tests: sessions on threads, not event loops (ASan + UBSan)"
+build build/asan-threads -DCMAKE_BUILD_TYPE=Debug -DPOSTROOM_SANITIZE=ON -DPOSTROOM_THREADS=ON
+(cd build/asan-threads && ctest -j "$JOBS" --output-on-failure)
 
 if [ "$FUZZ_SECONDS" != 0 ] && command -v clang >/dev/null; then
   echo "== fuzzing ${FUZZ_SECONDS}s per harness"

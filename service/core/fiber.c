@@ -16,7 +16,7 @@
 
 #include <apr_atomic.h>
 
-#ifdef __linux__
+#if defined(__linux__) && !defined(PR_NO_LOOPS)
 
 #include <errno.h>
 #include <pthread.h>
