@@ -370,9 +370,12 @@ static apr_status_t local_lookup_conn(local_conn_t *c, const char *a, dir_entry_
 
     e->address = apr_pstrdup(pool, a);
     e->targets = apr_array_make(pool, 0, sizeof(const char *));
-    st = local_get_text(c, "SELECT address FROM users WHERE address = ?1", a, NULL, NULL);
+    const char *quota;
+    st = local_get_text(c, "SELECT quota FROM users WHERE address = ?1", a, &quota, pool);
     if (st == APR_SUCCESS) {
         e->kind = DIR_KIND_MAILBOX;
+        e->has_quota = 1;
+        e->quota = (apr_off_t)apr_atoi64(quota);
     } else if (st == PR_ENOTFOUND) {
         st = local_get_column(c, "SELECT target FROM aliases WHERE address = ?1 ORDER BY rowid", a,
                               e->targets, pool);

@@ -621,15 +621,27 @@ static apr_status_t dir_expand_unguard(dir_expand_t *x, const char *n, const dir
     return APR_SUCCESS;
 }
 
-static apr_status_t dir_expand_add(dir_expand_t *x, apr_array_header_t *to, const char *address)
+/* Room for one more address in the expansion? */
+static apr_status_t dir_expand_room(dir_expand_t *x)
 {
     if (x->r->mailboxes->nelts + x->r->external->nelts >= DIR_MAX_EXPANSION) {
         pr_log_warn(NULL, "directory: %s expands to more than %d addresses; refused", x->top,
                     DIR_MAX_EXPANSION);
         return PR_ETOOMANY;
     }
-    APR_ARRAY_PUSH(to, const char *) = address;
     return APR_SUCCESS;
+}
+
+/* A local mailbox, with its quota as the lookup that found it (e) told it.
+ * A backend without user_get holds no quotas: dir_user_get would answer
+ * the default. */
+static void dir_result_add_mailbox(const dir_t *d, dir_result_t *r, const char *address,
+                                   const dir_entry_t *e)
+{
+    APR_ARRAY_PUSH(r->mailboxes, const char *) = address;
+    APR_ARRAY_PUSH(r->quotas, apr_off_t) = e->has_quota              ? e->quota
+                                           : d->primary.be->user_get ? DIR_QUOTA_UNKNOWN
+                                                                     : -1;
 }
 
 /* in_list: e was reached through a list, whose owner answers for what it
@@ -667,7 +679,8 @@ static apr_status_t dir_expand(dir_expand_t *x, const dir_entry_t *e, int depth,
              * (RFC 5321 2.4), so the local part goes out as written. */
             const char *ext =
                 apr_pstrcat(x->pool, apr_pstrndup(x->pool, t, (apr_size_t)(at - n)), at, NULL);
-            if ((st = dir_expand_add(x, x->r->external, ext)) != APR_SUCCESS) return st;
+            if ((st = dir_expand_room(x)) != APR_SUCCESS) return st;
+            APR_ARRAY_PUSH(x->r->external, const char *) = ext;
             continue;
         }
         if (st != APR_SUCCESS) return st;
@@ -683,7 +696,8 @@ static apr_status_t dir_expand(dir_expand_t *x, const dir_entry_t *e, int depth,
         }
         if (st != APR_SUCCESS) return st;
         if (sub->kind == DIR_KIND_MAILBOX) {
-            if ((st = dir_expand_add(x, x->r->mailboxes, n)) != APR_SUCCESS) return st;
+            if ((st = dir_expand_room(x)) != APR_SUCCESS) return st;
+            dir_result_add_mailbox(x->d, x->r, n, sub);
             continue;
         }
         if (depth + 1 >= DIR_MAX_DEPTH) {
@@ -716,10 +730,11 @@ static apr_status_t dir_resolve_locked(dir_t *d, const char *norm, dir_result_t 
     r->kind = e->kind;
     r->address = norm;
     r->mailboxes = apr_array_make(pool, 4, sizeof(const char *));
+    r->quotas = apr_array_make(pool, 4, sizeof(apr_off_t));
     r->external = apr_array_make(pool, 0, sizeof(const char *));
     r->restricted = apr_array_make(pool, 0, sizeof(dir_list_policy_t));
     if (e->kind == DIR_KIND_MAILBOX) {
-        APR_ARRAY_PUSH(r->mailboxes, const char *) = norm;
+        dir_result_add_mailbox(d, r, norm, e);
     } else {
         dir_expand_t x = {0};
         x.d = d;

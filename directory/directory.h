@@ -34,6 +34,10 @@ typedef struct dir_entry_t {
     dir_kind_e kind;
     const char *address;         /* canonical address (lower case) */
     apr_array_header_t *targets; /* const char*: alias targets or list members */
+    /* A mailbox: its user's quota as in dir_user_t, if the backend's lookup
+     * tells it (has_quota); else dir_user_get does. */
+    int has_quota;
+    apr_off_t quota;
 } dir_entry_t;
 
 /* Who may post to a mailing list. Set per list address in the built-in
@@ -56,12 +60,17 @@ typedef struct dir_list_policy_t {
     dir_post_policy_e policy;
 } dir_list_policy_t;
 
+#define DIR_QUOTA_UNKNOWN ((apr_off_t)-2)
+
 /* A fully expanded recipient. */
 typedef struct dir_result_t {
     dir_kind_e kind;               /* what the address itself is */
     const char *address;           /* canonical address */
     apr_array_header_t *mailboxes; /* const char*: local users to deliver to (deduplicated) */
     apr_array_header_t *external;  /* const char*: non-local addresses to relay to */
+    /* apr_off_t, one for each of mailboxes: its user's quota as in
+     * dir_user_t, or DIR_QUOTA_UNKNOWN if the lookup did not tell it. */
+    apr_array_header_t *quotas;
     /* dir_list_policy_t: the restricted lists (policy not DIR_POST_ANYONE)
      * whose policy this recipient is subject to: the address itself if it
      * is a list, and lists reached from it through aliases only; the

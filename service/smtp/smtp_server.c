@@ -561,13 +561,20 @@ typedef enum {
 } smtp_quota_e;
 
 /* The limit of a mailbox owner: their own, else [store] default_quota;
- * 0 = none. PR_ETEMPFAIL if the directory cannot say. */
-static apr_status_t smtp_quota_limit(smtp_sess_t *ss, const char *user, apr_off_t *limit_r)
+ * 0 = none. quota: theirs as the directory's resolution gave it, or
+ * DIR_QUOTA_UNKNOWN (then the directory is asked). PR_ETEMPFAIL if the
+ * directory cannot say. */
+static apr_status_t smtp_quota_limit(smtp_sess_t *ss, const char *user, apr_off_t quota,
+                                     apr_off_t *limit_r)
 {
     apr_off_t *known = apr_hash_get(ss->txn.quota, user, APR_HASH_KEY_STRING);
     dir_user_t *u;
     if (known) {
         *limit_r = *known;
+        return APR_SUCCESS;
+    }
+    if (quota != DIR_QUOTA_UNKNOWN) {
+        *limit_r = quota >= 0 ? quota : ss->cfg->store.default_quota;
         return APR_SUCCESS;
     }
     apr_status_t st = dir_user_get(ss->srv->dir, user, &u, ss->cmd_pool);
@@ -620,7 +627,8 @@ static int smtp_rcpt_quota(smtp_sess_t *ss, const char *shown, const dir_result_
     for (int i = 0; i < n; i++) {
         const char *m = APR_ARRAY_IDX(r->mailboxes, i, const char *);
         smtp_quota_e q;
-        if (smtp_quota_limit(ss, m, &limits[i]) != APR_SUCCESS) {
+        if (smtp_quota_limit(ss, m, APR_ARRAY_IDX(r->quotas, i, apr_off_t), &limits[i]) !=
+            APR_SUCCESS) {
             t->rcpts_refused++;
             smtp_replyf(ss, "451 4.4.3 <%s>: Directory temporarily unavailable", shown);
             return 1;
@@ -945,7 +953,8 @@ static apr_status_t smtp_check_from(smtp_sess_t *ss, const char **why_r)
 static int smtp_deliver_limits(smtp_sess_t *ss, store_local_rcpt_t *rcpts, int n)
 {
     for (int i = 0; i < n; i++) {
-        if (smtp_quota_limit(ss, rcpts[i].user, &rcpts[i].quota) != APR_SUCCESS) {
+        if (smtp_quota_limit(ss, rcpts[i].user, DIR_QUOTA_UNKNOWN, &rcpts[i].quota) !=
+            APR_SUCCESS) {
             pr_log_error(ss->s->sid, "cannot check the quota of %s; message from <%s> deferred",
                          rcpts[i].user, ss->txn.sender);
             smtp_reply(ss, "451 4.3.0 Error: could not check the mailbox quota, try again later");

@@ -1075,7 +1075,22 @@ static const dir_backend_t fake_backend = {
     .authenticate = fake_authenticate,
 };
 
-/* The same with auth_tag (as LDAP has): verified logins are cached too. */
+/* Quotas its lookup does not tell. */
+static apr_status_t fake_user_get(void *ctx, const char *address, dir_user_t **u_r,
+                                  apr_pool_t *pool)
+{
+    (void)ctx;
+    if (strcmp(address, "alice@example.test") != 0) return PR_ENOTFOUND;
+    dir_user_t *u = apr_pcalloc(pool, sizeof(*u));
+    u->address = "alice@example.test";
+    u->quota = 12345;
+    u->enabled = 1;
+    *u_r = u;
+    return APR_SUCCESS;
+}
+
+/* The same with auth_tag (as LDAP has): verified logins are cached too.
+ * And with a user_get whose quotas the lookup does not tell. */
 static const dir_backend_t fake_tagged_backend = {
     .name = "fake-tagged",
     .caps = 0,
@@ -1085,6 +1100,7 @@ static const dir_backend_t fake_tagged_backend = {
     .lookup = fake_lookup,
     .authenticate = fake_authenticate,
     .auth_tag = fake_auth_tag,
+    .user_get = fake_user_get,
 };
 
 static int setup_fake_with(void **state, const dir_backend_t *be)
@@ -1143,6 +1159,10 @@ static void test_overlay_aliases_and_lists(void **state)
     assert_int_equal(r->mailboxes->nelts, 2);
     assert_true(has(r->mailboxes, "alice@example.test"));
     assert_true(has(r->mailboxes, "bob@example.test"));
+    /* this backend holds no quotas (no user_get, as LDAP): the default */
+    assert_int_equal(r->quotas->nelts, 2);
+    assert_true(APR_ARRAY_IDX(r->quotas, 0, apr_off_t) == -1);
+    assert_true(APR_ARRAY_IDX(r->quotas, 1, apr_off_t) == -1);
 
     /* a local list of a backend user, a backend group, a backend alias and
      * a remote address: expanded through the combined lookup, once each */
@@ -1564,6 +1584,64 @@ static void test_user_quota(void **state)
     assert_int_equal(dir_user_set_quota(f->d, "not an address", 1), PR_EINVAL);
 }
 
+/* The resolution gives each mailbox its user's quota, as dir_user_get
+ * would (so the SMTP server asks no second time), and sees a change at
+ * once. */
+static void test_resolve_quota(void **state)
+{
+    fixture_t *f = *state;
+    dir_result_t *r;
+    assert_int_equal(dir_user_add(f->d, "alice@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->d, "bob@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_add(f->d, "carol@example.test", "pw"), APR_SUCCESS);
+    assert_int_equal(dir_user_set_quota(f->d, "alice@example.test", 20480), APR_SUCCESS);
+    assert_int_equal(dir_user_set_quota(f->d, "carol@example.test", 0), APR_SUCCESS);
+
+    assert_int_equal(dir_resolve(f->d, "alice@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->quotas->nelts, 1);
+    assert_int_equal(APR_ARRAY_IDX(r->quotas, 0, apr_off_t), 20480);
+
+    /* through an alias and a list: each mailbox its own */
+    static const char *const team[] = {"bob@example.test", "everyone@example.test"};
+    assert_int_equal(dir_list_add(f->d, "everyone@example.test"), APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "everyone@example.test", "carol@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_list_member_add(f->d, "everyone@example.test", "alice@example.test"),
+                     APR_SUCCESS);
+    assert_int_equal(dir_alias_add(f->d, "team@example.test", team, 2), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "team@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->mailboxes->nelts, 3);
+    assert_int_equal(r->quotas->nelts, 3);
+    for (int i = 0; i < 3; i++) {
+        const char *m = APR_ARRAY_IDX(r->mailboxes, i, const char *);
+        apr_off_t q = APR_ARRAY_IDX(r->quotas, i, apr_off_t);
+        dir_user_t *u;
+        assert_int_equal(dir_user_get(f->d, m, &u, f->pool), APR_SUCCESS);
+        assert_true(q == u->quota);
+        assert_true(q == (!strcmp(m, "alice@example.test") ? 20480
+                          : !strcmp(m, "bob@example.test") ? -1
+                                                           : 0));
+    }
+
+    assert_int_equal(dir_user_set_quota(f->d, "alice@example.test", 4096), APR_SUCCESS);
+    assert_int_equal(dir_resolve(f->d, "alice@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(APR_ARRAY_IDX(r->quotas, 0, apr_off_t), 4096);
+}
+
+/* A backend whose lookup does not tell the quota its user_get knows: the
+ * resolution says so, for the caller to ask. */
+static void test_resolve_quota_unknown(void **state)
+{
+    fixture_t *f = *state;
+    dir_result_t *r;
+    dir_user_t *u;
+    assert_int_equal(dir_resolve(f->d, "alice@example.test", &r, f->pool), APR_SUCCESS);
+    assert_int_equal(r->quotas->nelts, 1);
+    assert_true(APR_ARRAY_IDX(r->quotas, 0, apr_off_t) == DIR_QUOTA_UNKNOWN);
+    assert_int_equal(dir_user_get(f->d, "alice@example.test", &u, f->pool), APR_SUCCESS);
+    assert_int_equal(u->quota, 12345);
+}
+
 /* ---- concurrency and reload */
 
 typedef struct worker_t {
@@ -1673,7 +1751,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_auth_fail_cache_ttl, setup_fake, teardown),
         cmocka_unit_test_setup_teardown(test_auth_fail_cache_bound, setup_fake, teardown),
         cmocka_unit_test_setup_teardown(test_auth_fail_cache_tagged, setup_fake_tagged, teardown),
+        cmocka_unit_test_setup_teardown(test_resolve_quota_unknown, setup_fake_tagged, teardown),
         cmocka_unit_test_setup_teardown(test_user_quota, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolve_quota, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_and_unknown_backend, setup, teardown),
     };
